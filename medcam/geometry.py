@@ -1,0 +1,327 @@
+"""Voxel grids in world space: :class:`ImageGeometry`, :class:`Volume` and world-space resampling.
+
+Conventions
+-----------
+* Inside medcam the world frame is **RAS millimetres**: +x points to the patient's Right,
+  +y to Anterior, +z to Superior (nibabel, MONAI). LPS, the DICOM patient frame (+x Left,
+  +y Posterior, +z Superior), appears only where DICOM is read or written; variables name
+  their frame.
+* A voxel index is ``(i, j, k)`` into ``Volume.array``. ``affine_ras @ (i, j, k, 1)`` is the RAS
+  position of the voxel *centre*. For a DICOM series, ``i`` runs along a row (the first vector
+  of ImageOrientationPatient, column index of the pixel matrix), ``j`` runs down the columns
+  (second vector, row index of the pixel matrix) and ``k`` runs through the slices in spatial
+  order -- the same axis order as nibabel, SimpleITK and MONAI.
+* A voxel covers ``[-0.5, n - 0.5]`` in index units along each axis; points inside that extent
+  are inside the image.
+
+Changing the world frame of a voxel-to-world affine is a left multiplication
+(``affine_ras = RAS_FROM_LPS @ affine_lps``); a point is converted by flipping x and y.
+
+>>> lps_to_ras(np.array([-10.0, -11.0, 12.0]))
+array([10., 11., 12.])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from nibabel.orientations import aff2axcodes
+
+from medcam.errors import GeometryError
+
+__all__ = [
+    "RAS_FROM_LPS",
+    "LPS_FROM_RAS",
+    "ImageGeometry",
+    "Volume",
+    "apply_affine",
+    "lps_to_ras",
+    "ras_to_lps",
+    "affine_lps_to_ras",
+    "affine_ras_to_lps",
+    "orientation_codes",
+    "resample_to",
+]
+
+#: Flip of x and y: takes LPS coordinates (or an LPS-valued affine, by left multiplication) to RAS.
+RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: The same flip, named for the other direction (it is its own inverse).
+LPS_FROM_RAS = RAS_FROM_LPS
+
+_FLIP_XY = np.array([-1.0, -1.0, 1.0])
+
+
+def lps_to_ras(points_lps: np.ndarray) -> np.ndarray:
+    """Convert points ``(..., 3)`` from LPS to RAS millimetres.
+
+    >>> lps_to_ras(np.array([1.0, 2.0, 3.0]))
+    array([-1., -2.,  3.])
+    """
+    return np.asarray(points_lps, dtype=float) * _FLIP_XY
+
+
+def ras_to_lps(points_ras: np.ndarray) -> np.ndarray:
+    """Convert points ``(..., 3)`` from RAS to LPS millimetres.
+
+    >>> ras_to_lps(np.array([10.0, 11.0, 12.0]))
+    array([-10., -11.,  12.])
+    """
+    return np.asarray(points_ras, dtype=float) * _FLIP_XY
+
+
+def affine_lps_to_ras(affine_lps: np.ndarray) -> np.ndarray:
+    """Voxel->LPS affine to voxel->RAS affine (left multiplication by :data:`RAS_FROM_LPS`)."""
+    return RAS_FROM_LPS @ np.asarray(affine_lps, dtype=float)
+
+
+def affine_ras_to_lps(affine_ras: np.ndarray) -> np.ndarray:
+    """Voxel->RAS affine to voxel->LPS affine."""
+    return LPS_FROM_RAS @ np.asarray(affine_ras, dtype=float)
+
+
+def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 4x4 affine to points ``(..., 3)``.
+
+    >>> apply_affine(np.diag([2.0, 3.0, 4.0, 1.0]), np.array([1.0, 1.0, 1.0]))
+    array([2., 3., 4.])
+    """
+    affine = np.asarray(affine, dtype=float)
+    points = np.asarray(points, dtype=float)
+    return points @ affine[:3, :3].T + affine[:3, 3]
+
+
+def orientation_codes(affine_ras: np.ndarray) -> str:
+    """Three letters naming where each voxel axis points, e.g. ``"RAS"`` or ``"LPS"``.
+
+    >>> orientation_codes(np.diag([-1.0, -1.0, 1.0, 1.0]))
+    'LPS'
+    """
+    return "".join(aff2axcodes(np.asarray(affine_ras, dtype=float)))
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    array = np.array(array, copy=True)
+    array.setflags(write=False)
+    return array
+
+
+@dataclass(frozen=True, eq=False)
+class ImageGeometry:
+    """A voxel grid in world space.
+
+    Parameters
+    ----------
+    shape : tuple of 3 ints
+        Number of voxels along i, j, k. A 2D image is a grid of one slice.
+    affine_ras : (4, 4) array
+        Voxel index ``(i, j, k, 1)`` -> RAS millimetres of the voxel centre. Columns may be
+        oblique and, for a gantry-tilted CT stack, the slice column may be sheared (not
+        orthogonal to the in-plane columns).
+
+    Raises
+    ------
+    GeometryError
+        If the shape is not three positive integers or the affine is not a finite,
+        invertible 4x4 affine.
+    """
+
+    shape: tuple[int, int, int]
+    affine_ras: np.ndarray
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(n) for n in self.shape)
+        if len(shape) != 3 or any(n < 1 for n in shape):
+            raise GeometryError(f"ImageGeometry: expected a shape of 3 positive sizes, found {self.shape}")
+        affine = np.asarray(self.affine_ras, dtype=float)
+        if affine.shape != (4, 4):
+            raise GeometryError(f"ImageGeometry: expected a 4x4 affine, found shape {affine.shape}")
+        if not np.all(np.isfinite(affine)):
+            raise GeometryError("ImageGeometry: the affine holds NaN or infinite values")
+        if not np.allclose(affine[3], [0.0, 0.0, 0.0, 1.0]):
+            raise GeometryError(f"ImageGeometry: the affine's last row must be [0 0 0 1], found {affine[3]}")
+        norms = np.linalg.norm(affine[:3, :3], axis=0)
+        if np.any(norms == 0) or abs(np.linalg.det(affine[:3, :3] / norms)) < 1e-6:
+            raise GeometryError(
+                f"ImageGeometry: the affine is singular (column lengths {np.round(norms, 6).tolist()}); "
+                "its voxel axes do not span 3D space"
+            )
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "affine_ras", _readonly(affine))
+
+    # -- derived properties -------------------------------------------------------------
+    @property
+    def affine_lps(self) -> np.ndarray:
+        """Voxel index -> LPS millimetres."""
+        return affine_ras_to_lps(self.affine_ras)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Distance in mm between neighbouring voxel centres along i, j and k."""
+        return tuple(float(s) for s in np.linalg.norm(self.affine_ras[:3, :3], axis=0))  # type: ignore[return-value]
+
+    @property
+    def direction_ras(self) -> np.ndarray:
+        """Unit vectors of the three voxel axes in RAS, as columns of a 3x3 matrix."""
+        return self.affine_ras[:3, :3] / np.asarray(self.spacing)
+
+    @property
+    def origin_ras(self) -> np.ndarray:
+        """RAS position of the centre of voxel (0, 0, 0)."""
+        return self.affine_ras[:3, 3].copy()
+
+    @property
+    def orientation(self) -> str:
+        """Orientation codes of the voxel axes, e.g. ``"LPS"`` for a typical axial DICOM series."""
+        return orientation_codes(self.affine_ras)
+
+    @property
+    def shear_degrees(self) -> float:
+        """Angle between the slice axis and the normal of the i-j plane (gantry tilt), in degrees."""
+        d = self.direction_ras
+        normal = np.cross(d[:, 0], d[:, 1])
+        normal /= np.linalg.norm(normal)
+        cos = abs(float(np.dot(normal, d[:, 2])))
+        return float(np.degrees(np.arccos(min(1.0, cos))))
+
+    @property
+    def center_ras(self) -> np.ndarray:
+        """RAS position of the centre of the grid."""
+        return self.voxel_to_world((np.asarray(self.shape, dtype=float) - 1.0) / 2.0)
+
+    # -- mapping ----------------------------------------------------------------------
+    def voxel_to_world(self, ijk: np.ndarray) -> np.ndarray:
+        """Voxel indices ``(..., 3)`` (fractional allowed) -> RAS millimetres."""
+        return apply_affine(self.affine_ras, ijk)
+
+    def world_to_voxel(self, xyz_ras: np.ndarray) -> np.ndarray:
+        """RAS millimetres ``(..., 3)`` -> fractional voxel indices."""
+        return apply_affine(np.linalg.inv(self.affine_ras), xyz_ras)
+
+    def contains_voxel(self, ijk: np.ndarray) -> np.ndarray:
+        """Whether fractional indices ``(..., 3)`` fall inside the grid's voxels."""
+        ijk = np.asarray(ijk, dtype=float)
+        upper = np.asarray(self.shape, dtype=float) - 0.5
+        return np.all((ijk >= -0.5) & (ijk <= upper), axis=-1)
+
+    def is_close(self, other: "ImageGeometry", *, atol: float = 1e-4) -> bool:
+        """Same shape and affines equal within ``atol`` (mm for the origin)."""
+        return self.shape == other.shape and bool(np.allclose(self.affine_ras, other.affine_ras, rtol=0.0, atol=atol))
+
+    def __repr__(self) -> str:
+        spacing = ", ".join(f"{s:.4g}" for s in self.spacing)
+        origin = ", ".join(f"{v:.4g}" for v in self.origin_ras)
+        extra = f", shear={self.shear_degrees:.3g} deg" if self.shear_degrees > 1e-3 else ""
+        return (
+            f"ImageGeometry(shape={self.shape}, spacing=({spacing}) mm, "
+            f"orientation={self.orientation}, origin_ras=({origin}){extra})"
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Volume:
+    """Voxel values on an :class:`ImageGeometry`.
+
+    The array is copied and made read-only, so a Volume never changes under its owner.
+
+    Parameters
+    ----------
+    array : (I, J, K) array
+        Voxel values indexed ``[i, j, k]``; a 2D array is taken as one slice ``(I, J, 1)``.
+    geometry : ImageGeometry
+        The grid; its shape must equal the array's.
+    """
+
+    array: np.ndarray
+    geometry: ImageGeometry
+
+    def __post_init__(self) -> None:
+        array = np.asarray(self.array)
+        if array.ndim == 2:
+            array = array[:, :, np.newaxis]
+        if array.shape != self.geometry.shape:
+            raise GeometryError(
+                f"Volume: array shape {array.shape} does not match geometry shape {self.geometry.shape}"
+            )
+        object.__setattr__(self, "array", _readonly(array))
+
+    @classmethod
+    def from_array(cls, array: np.ndarray, affine_ras: np.ndarray) -> "Volume":
+        """Build a Volume from an array and a voxel->RAS affine."""
+        array = np.asarray(array)
+        if array.ndim == 2:
+            array = array[:, :, np.newaxis]
+        return cls(array, ImageGeometry(array.shape, affine_ras))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.geometry.shape
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return self.geometry.spacing
+
+    def __repr__(self) -> str:
+        spacing = ", ".join(f"{s:.4g}" for s in self.spacing)
+        return (
+            f"Volume(shape={self.shape}, spacing=({spacing}) mm, orientation={self.geometry.orientation}, "
+            f"dtype={self.array.dtype})"
+        )
+
+
+# Voxels sampled per chunk in resample_to: bounds the coordinate arrays to ~100 MB.
+_CHUNK_VOXELS = 4_000_000
+
+
+def resample_to(volume: Volume, target: ImageGeometry, *, order: int = 1, fill: float = 0.0) -> Volume:
+    """Sample ``volume`` at every voxel centre of ``target``, through world space.
+
+    For each target voxel ``t``: ``world = target.affine_ras @ t``, source index
+    ``s = inv(volume.affine_ras) @ world``, value = interpolation of the source at ``s``. This
+    one primitive handles flips, permutations, oblique and sheared grids and anisotropic
+    spacing alike.
+
+    Parameters
+    ----------
+    volume : Volume
+        The values to sample.
+    target : ImageGeometry
+        The grid to sample on.
+    order : {0, 1}
+        0 for nearest neighbour (labels, masks; keeps the dtype), 1 for (tri)linear (float32).
+    fill : float
+        Value of target voxels whose centre lies outside the source's voxels (outside
+        ``[-0.5, n - 0.5]`` in source index units). Points inside that extent but beyond the
+        outermost voxel centres take the edge value.
+
+    Returns
+    -------
+    Volume
+        On ``target``.
+    """
+    if order not in (0, 1):
+        raise ValueError(f"resample_to: order must be 0 (nearest) or 1 (linear), found {order!r}")
+    from scipy.ndimage import map_coordinates
+
+    source = volume.geometry
+    src_from_tgt = np.linalg.inv(source.affine_ras) @ target.affine_ras
+    rotation, offset = src_from_tgt[:3, :3], src_from_tgt[:3, 3]
+    ni, nj, nk = target.shape
+    dtype = volume.array.dtype if order == 0 else np.float32
+    out = np.empty(target.shape, dtype=dtype)
+    data = volume.array if order == 0 else volume.array.astype(np.float32, copy=False)
+    upper = np.asarray(source.shape, dtype=float) - 0.5
+
+    ii, jj = np.meshgrid(np.arange(ni, dtype=float), np.arange(nj, dtype=float), indexing="ij")
+    plane = np.stack([ii.ravel(), jj.ravel()])  # (2, ni*nj)
+    slices_per_chunk = max(1, _CHUNK_VOXELS // max(1, ni * nj))
+    for k0 in range(0, nk, slices_per_chunk):
+        ks = np.arange(k0, min(nk, k0 + slices_per_chunk), dtype=float)
+        # coordinates (3, n_slices, ni*nj) of every target voxel of the chunk in source indices
+        coords = (rotation[:, :2] @ plane)[:, None, :] + (rotation[:, 2:3] * ks)[:, :, None] + offset[:, None, None]
+        coords = coords.reshape(3, -1)
+        inside = np.all((coords >= -0.5) & (coords <= upper[:, None]), axis=0)
+        values = map_coordinates(data, coords, order=order, mode="nearest")
+        values[~inside] = fill
+        out[:, :, k0 : k0 + len(ks)] = values.reshape(len(ks), ni, nj).transpose(1, 2, 0)
+    return Volume(out, target)

@@ -1,0 +1,226 @@
+"""Read one DICOM image series as a :class:`Volume` in RAS, with its source headers in spatial order."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from medcam.errors import DicomSeriesError, ImageReadError, MedcamWarning
+from medcam.geometry import Volume, affine_lps_to_ras
+from medcam.io.dicom_planes import SlicePlane, planes_from_dataset
+from medcam.io.dicom_scan import SeriesScan, find_series, scan_files
+from medcam.io.dicom_stack import build_stack
+
+__all__ = ["DicomSeries", "SourceFrame", "read_dicom_series"]
+
+
+@dataclass(frozen=True)
+class SourceFrame:
+    """Where one slice of the volume comes from: a file, and a frame (0-based) if multi-frame."""
+
+    dataset_index: int
+    frame_index: int | None
+    path: Path
+
+
+@dataclass(frozen=True, eq=False)
+class DicomSeries:
+    """A DICOM series read as a volume.
+
+    Attributes
+    ----------
+    volume : Volume
+        float32 values after the modality LUT (RescaleSlope / RescaleIntercept), MONOCHROME1
+        inverted so that higher always means brighter; RAS geometry.
+    datasets : tuple of pydicom Dataset
+        The source headers (PixelData removed to save memory). For a single-frame series,
+        ``datasets[k]`` is the file of slice ``k`` in spatial order.
+    frames : tuple of SourceFrame
+        The source plane of every slice of ``volume`` in spatial order (of every source plane
+        when ``resampled``).
+    series_uid, modality : str
+    resampled : bool
+        True when an irregular stack was resampled to a regular grid (``allow_irregular``);
+        then volume slices no longer correspond one to one with source planes.
+    note : str or None
+        What was done to the data, if anything.
+    """
+
+    volume: Volume
+    datasets: tuple[Dataset, ...]
+    frames: tuple[SourceFrame, ...]
+    series_uid: str
+    modality: str
+    resampled: bool = False
+    note: str | None = None
+
+
+def _select(scan: SeriesScan, name: str, series_uid: str | None):
+    if scan.unreadable:
+        bad = scan.unreadable[0]
+        raise ImageReadError(f"{bad.path}: {bad.reason}" + (f" (and {len(scan.unreadable) - 1} more)" if len(scan.unreadable) > 1 else ""))
+    if not scan.series:
+        if all(s.reason == "not a DICOM file" for s in scan.skipped):
+            raise DicomSeriesError(f"{name}: no DICOM files found ({scan.n_files} files looked at)")
+        reasons = sorted({s.reason for s in scan.skipped})
+        raise DicomSeriesError(f"{name}: no DICOM image series found; skipped {len(scan.skipped)} files: {'; '.join(reasons)}")
+    if series_uid is not None:
+        info = scan.get(series_uid)
+        if info is None:
+            found = "\n  ".join(s.summary() for s in scan.series)
+            raise DicomSeriesError(f"{name}: no image series with SeriesInstanceUID {series_uid}; found:\n  {found}")
+        return info
+    if len(scan.series) > 1:
+        found = "\n  ".join(s.summary() for s in scan.series)
+        raise DicomSeriesError(
+            f"{name}: {len(scan.series)} image series found; choose one with series_uid=...:\n  {found}"
+        )
+    return scan.series[0]
+
+
+def _scan(source: str | Path | Sequence[str | Path]) -> tuple[SeriesScan, str]:
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.is_dir():
+            return find_series(path), str(path)
+        if not path.exists():
+            raise ImageReadError(f"{path}: no such file or folder")
+        return scan_files([path]), str(path)
+    paths = [Path(p) for p in source]
+    if not paths:
+        raise DicomSeriesError("read_dicom_series: the list of files is empty")
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise ImageReadError(f"{missing[0]}: no such file")
+    return scan_files(paths), f"{len(paths)} files starting with {paths[0]}"
+
+
+def _value_range(ds: Dataset, slope: float, intercept: float) -> tuple[float, float]:
+    bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    else:
+        low, high = 0, 2**bits - 1
+    ends = sorted((low * slope + intercept, high * slope + intercept))
+    return ends[0], ends[1]
+
+
+def _plane_values(ds: Dataset, pixels: np.ndarray, plane: SlicePlane) -> np.ndarray:
+    """Stored values of one plane -> float32 real-world values, MONOCHROME1 inverted."""
+    if "ModalityLUTSequence" in ds:
+        from pydicom.pixels import apply_modality_lut
+
+        values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32)
+        low, high = float(values.min()), float(values.max())
+    else:
+        values = pixels.astype(np.float32) * np.float32(plane.slope) + np.float32(plane.intercept)
+        low, high = _value_range(ds, plane.slope, plane.intercept)
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
+        values = np.float32(low + high) - values
+    return values
+
+
+def _decode(ds: Dataset, path: Path, n_frames: int) -> np.ndarray:
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types
+        raise ImageReadError(
+            f"{path}: cannot decode the pixel data ({type(exc).__name__}: {exc}); the file may be truncated, "
+            f"or its transfer syntax {ds.file_meta.get('TransferSyntaxUID', '?')} needs a decoder that is not installed "
+            "(pip install 'medcam-toolkit[jpeg]')"
+        ) from exc
+    pixels = np.asarray(pixels)
+    return pixels.reshape(n_frames, int(ds.Rows), int(ds.Columns))
+
+
+def read_dicom_series(
+    source: str | Path | Sequence[str | Path],
+    series_uid: str | None = None,
+    *,
+    allow_irregular: bool = False,
+) -> DicomSeries:
+    """Read one DICOM image series (single-frame files or enhanced multi-frame) as a volume.
+
+    Slices are ordered by position along the image-plane normal. Gantry-tilted stacks keep
+    their sheared geometry. A single 2D image without ImagePositionPatient (CR, DX, MG) is a
+    one-slice volume whose origin is (0, 0, 0) and whose rows run along LPS +x.
+
+    Parameters
+    ----------
+    source : folder, file, or list of files
+    series_uid : str, optional
+        SeriesInstanceUID to read when the folder holds several image series.
+    allow_irregular : bool
+        Resample a stack with a missing slice or uneven spacing to a regular grid (with a
+        :class:`MedcamWarning`) instead of refusing it.
+
+    Raises
+    ------
+    DicomSeriesError
+        No image series, several without a choice, or a series that is not one regular grid.
+    ImageReadError
+        A missing, damaged or truncated file.
+    """
+    scan, name = _scan(source)
+    info = _select(scan, name, series_uid)
+    series_name = f"{name}: series {info.uid}"
+
+    datasets: list[Dataset] = []
+    planes: list[SlicePlane] = []
+    for index, path in enumerate(info.files):
+        try:
+            ds = pydicom.dcmread(path)
+        except Exception as exc:  # noqa: BLE001
+            raise ImageReadError(f"{path}: damaged or truncated DICOM file ({type(exc).__name__}: {exc})") from exc
+        datasets.append(ds)
+        planes.extend(planes_from_dataset(ds, index, path.name))
+
+    layout = build_stack(planes, series_name, allow_irregular=allow_irregular)
+    if layout.note:
+        warnings.warn(layout.note, MedcamWarning, stacklevel=2)
+    if planes[0].pixel_spacing is None:
+        warnings.warn(f"{series_name}: no PixelSpacing or ImagerPixelSpacing; 1 mm pixels assumed", MedcamWarning, stacklevel=2)
+
+    decoded: dict[int, np.ndarray] = {}
+    slices = []
+    for plane_index in layout.order:
+        plane = planes[plane_index]
+        ds = datasets[plane.dataset_index]
+        if plane.dataset_index not in decoded:
+            n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+            decoded[plane.dataset_index] = _decode(ds, info.files[plane.dataset_index], n_frames)
+        pixels = decoded[plane.dataset_index][plane.frame_index or 0]
+        slices.append(_plane_values(ds, pixels, plane).T)  # (rows, cols) -> (i = column, j = row)
+    decoded.clear()
+
+    array = np.stack(slices, axis=-1)
+    if layout.resampling is not None:
+        array = np.stack([(1 - w) * array[..., a] + w * array[..., b] for a, b, w in layout.resampling], axis=-1)
+    volume = Volume.from_array(array.astype(np.float32, copy=False), affine_lps_to_ras(layout.affine_lps))
+
+    frames = tuple(
+        SourceFrame(planes[i].dataset_index, planes[i].frame_index, info.files[planes[i].dataset_index])
+        for i in layout.order
+    )
+    if len(datasets) > 1 and all(f.frame_index is None for f in frames):  # single-frame files: spatial order
+        order = [frame.dataset_index for frame in frames]
+        datasets = [datasets[i] for i in order]
+        frames = tuple(SourceFrame(k, None, f.path) for k, f in enumerate(frames))
+    for ds in datasets:
+        if "PixelData" in ds:
+            del ds.PixelData
+    return DicomSeries(
+        volume=volume,
+        datasets=tuple(datasets),
+        frames=frames,
+        series_uid=info.uid,
+        modality=info.modality,
+        resampled=layout.resampling is not None,
+        note=layout.note,
+    )

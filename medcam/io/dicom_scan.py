@@ -1,0 +1,144 @@
+"""Find the DICOM image series in a folder: group files by SeriesInstanceUID, set the rest aside."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from medcam.errors import DicomSeriesError
+
+__all__ = ["SeriesInfo", "SkippedFile", "SeriesScan", "find_series", "scan_files"]
+
+# Modalities of DICOM objects that are not images of the patient (reports, plans, derived
+# objects, presentation states): never read as a source series.
+NON_IMAGE_MODALITIES = frozenset(
+    {"SR", "PR", "KO", "DOC", "RTSTRUCT", "RTPLAN", "RTRECORD", "RTDOSE", "RTIMAGE", "SEG", "REG", "FID", "PLAN"}
+)
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One image series found in a folder."""
+
+    uid: str
+    modality: str
+    number: int | None
+    description: str
+    files: tuple[Path, ...]
+    frames: int
+
+    def summary(self) -> str:
+        number = "" if self.number is None else f" #{self.number}"
+        description = f" '{self.description}'" if self.description else ""
+        return f"{self.modality}{number}{description} ({len(self.files)} files, {self.frames} frames) uid={self.uid}"
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file passed over, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class SeriesScan:
+    """Result of :func:`find_series`: image series, files set aside, files that look broken."""
+
+    series: tuple[SeriesInfo, ...]
+    skipped: tuple[SkippedFile, ...]
+    unreadable: tuple[SkippedFile, ...]
+    n_files: int
+
+    def get(self, uid: str) -> SeriesInfo | None:
+        return next((s for s in self.series if s.uid == uid), None)
+
+
+def _is_image(ds: pydicom.Dataset) -> tuple[bool, str]:
+    modality = str(getattr(ds, "Modality", "") or "")
+    sop_class = UID(str(getattr(ds, "SOPClassUID", "") or ""))
+    name = sop_class.name if sop_class else ""
+    if modality in NON_IMAGE_MODALITIES:
+        return False, f"non-image object (Modality {modality}, {name or 'unknown SOP class'})"
+    if sop_class.is_valid and name != str(sop_class) and "Image Storage" not in name:
+        return False, f"non-image object ({name})"
+    if "Rows" not in ds or "Columns" not in ds:
+        return False, f"no pixel matrix (Modality {modality or 'missing'})"
+    return True, ""
+
+
+def scan_files(paths: Iterable[Path]) -> SeriesScan:
+    """Read the headers of ``paths`` and group the image objects by series."""
+    groups: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
+    skipped: list[SkippedFile] = []
+    unreadable: list[SkippedFile] = []
+    n_files = 0
+    for path in paths:
+        n_files += 1
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except InvalidDicomError:
+            skipped.append(SkippedFile(path, "not a DICOM file"))
+            continue
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files
+            unreadable.append(SkippedFile(path, f"damaged or truncated DICOM file ({type(exc).__name__}: {exc})"))
+            continue
+        if getattr(ds.file_meta, "MediaStorageSOPClassUID", None) == "1.2.840.10008.1.3.10":
+            skipped.append(SkippedFile(path, "DICOMDIR media index"))
+            continue
+        is_image, reason = _is_image(ds)
+        if not is_image:
+            skipped.append(SkippedFile(path, reason))
+            continue
+        uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
+        if not uid:
+            unreadable.append(SkippedFile(path, "image without SeriesInstanceUID"))
+            continue
+        groups[uid].append((path, ds))
+
+    series = []
+    for uid, members in groups.items():
+        first = members[0][1]
+        number = getattr(first, "SeriesNumber", None)
+        series.append(
+            SeriesInfo(
+                uid=uid,
+                modality=str(getattr(first, "Modality", "") or "OT"),
+                number=int(number) if number not in (None, "") else None,
+                description=str(getattr(first, "SeriesDescription", "") or ""),
+                files=tuple(sorted(p for p, _ in members)),
+                frames=sum(int(getattr(ds, "NumberOfFrames", 1) or 1) for _, ds in members),
+            )
+        )
+    series.sort(key=lambda s: (s.number is None, s.number or 0, s.uid))
+    return SeriesScan(tuple(series), tuple(skipped), tuple(unreadable), n_files)
+
+
+def find_series(folder: str | Path) -> SeriesScan:
+    """Find every DICOM image series below ``folder`` (recursively).
+
+    Files are grouped by SeriesInstanceUID. Non-DICOM files, DICOMDIR indexes and non-image
+    objects (structured reports, RT objects, presentation states, segmentations...) are set
+    aside in ``skipped`` with the reason; DICOM files that cannot be parsed are listed in
+    ``unreadable``.
+
+    Raises
+    ------
+    DicomSeriesError
+        If ``folder`` does not exist, is not a folder, or holds no file at all.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise DicomSeriesError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise DicomSeriesError(f"{folder}: expected a folder of DICOM files, found a file")
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not paths:
+        raise DicomSeriesError(f"{folder}: the folder is empty (expected DICOM files)")
+    return scan_files(paths)

@@ -1,0 +1,71 @@
+"""Read and write NIfTI volumes with their affine kept exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from medcam.errors import GeometryError, ImageReadError
+from medcam.geometry import ImageGeometry, Volume
+
+__all__ = ["read_nifti", "write_nifti", "NIFTI_SUFFIXES"]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def read_nifti(path: str | Path) -> Volume:
+    """Read a NIfTI-1 or NIfTI-2 file as a float32 :class:`Volume`.
+
+    The affine is nibabel's ``img.affine`` (sform when its code is set, else qform), which is
+    already voxel -> RAS mm. Scaling (scl_slope / scl_inter) is applied. A 2D image becomes one
+    slice; a 4D image is accepted only with one volume.
+
+    Raises
+    ------
+    ImageReadError
+        Missing or unreadable file, unsupported dimensionality, NaN or infinite voxels.
+    GeometryError
+        A singular or non-finite affine.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    try:
+        image = nib.load(str(path))
+        data = np.asarray(image.get_fdata(dtype=np.float32))
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types on bad files
+        raise ImageReadError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[:, :, np.newaxis]
+    if data.ndim != 3:
+        raise ImageReadError(f"{path}: expected a 2D or 3D image (or 4D with one volume), found shape {data.shape}")
+    bad = int(np.count_nonzero(~np.isfinite(data)))
+    if bad:
+        raise ImageReadError(f"{path}: {bad} voxels are NaN or infinite; expected finite values everywhere")
+    try:
+        geometry = ImageGeometry(data.shape, image.affine)
+    except GeometryError as exc:
+        raise GeometryError(f"{path}: {exc}") from exc
+    return Volume(data, geometry)
+
+
+def write_nifti(volume: Volume, path: str | Path, *, dtype: type = np.float32) -> Path:
+    """Write a volume as NIfTI-1 with qform and sform both set to its affine (code 1, scanner).
+
+    The file is written under a temporary name and renamed when complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = nib.Nifti1Image(np.asarray(volume.array, dtype=dtype), volume.geometry.affine_ras)
+    image.set_qform(volume.geometry.affine_ras, code=1)
+    image.set_sform(volume.geometry.affine_ras, code=1)
+    image.header.set_xyzt_units("mm")
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    partial = path.with_name(path.name[: -len(suffix)] + ".partial" + suffix)
+    nib.save(image, str(partial))
+    partial.replace(path)
+    return path
