@@ -10,6 +10,7 @@ from medcam.data.phantoms import (
     ct_abdomen_scene,
     make_study,
     mr_head_scene,
+    radiograph_geometry,
 )
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "ct_abdomen_scene",
     "make_study",
     "mr_head_scene",
+    "radiograph_geometry",
     "write_dicom_image",
     "write_dicom_series",
 ]

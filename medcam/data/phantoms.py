@@ -24,6 +24,7 @@ __all__ = [
     "chest_radiograph_scene",
     "make_study",
     "axial_geometry",
+    "radiograph_geometry",
 ]
 
 
@@ -153,7 +154,8 @@ def _place_lesions(
         if flat:
             radii[2] = 1e4
         # uniform point in the host, kept away from its border by the lesion radius
-        room = np.maximum(host.radii_mm - radii.max() - 2.0, 0.0)
+        extent = radii[:2].max() if flat else radii.max()
+        room = np.maximum(host.radii_mm - extent - 2.0, 0.0)
         if flat:
             room[2] = 0.0
         direction = rng.normal(size=3)
@@ -228,30 +230,45 @@ def chest_radiograph_scene(
     rng: np.random.Generator,
     *,
     n_lesions: int = 1,
+    center_ras: tuple[float, float, float] = (0.0, 0.0, 0.0),
     radius_range: tuple[float, float] = (5.0, 15.0),
     contrast_range: tuple[float, float] = (120.0, 400.0),
 ) -> Scene:
     """A PA chest radiograph as summed attenuation in a plane: thorax, lungs, heart, spine, ribs.
 
-    Shapes are cylinders along z (the beam) drawn additively, so the image is projection-like.
-    Nodules sit in the lungs and always add attenuation (brighter).
+    Shapes are cylinders along z (the beam) drawn additively, so the image is projection-like;
+    RAS +y is the patient's head. Nodules sit in the lungs and always add attenuation.
+    Draw it on :func:`radiograph_geometry`, the grid a reader gives a radiograph.
     """
+    c = np.asarray(center_ras, float)
     j = lambda: rng.uniform(0.94, 1.06)  # noqa: E731
+    lungs = {
+        "lung_right": _e(c + (70, 15, 0), (58 * j(), 115 * j(), 1e4), -900, additive=True),  # RAS +x: right
+        "lung_left": _e(c + (-70, 15, 0), (55 * j(), 110 * j(), 1e4), -900, additive=True),
+    }
     shapes = [
-        _e((0, 0, 0), (160 * j(), 190 * j(), 1e4), 1400, additive=True),  # thorax soft tissue
-        _e((70, 15, 0), (58 * j(), 115 * j(), 1e4), -900, additive=True),  # right lung (RAS +x)
-        _e((-70, 15, 0), (55 * j(), 110 * j(), 1e4), -900, additive=True),  # left lung
-        _e((-20, -55, 0), (55 * j(), 45 * j(), 1e4), 700, additive=True, angles=(0, 0, 20)),  # heart
-        _e((0, 0, 0), (14, 190, 1e4), 500, additive=True),  # spine
+        _e(c, (160 * j(), 190 * j(), 1e4), 1400, additive=True),  # thorax soft tissue
+        *lungs.values(),
+        _e(c + (-20, -55, 0), (55 * j(), 45 * j(), 1e4), 700, additive=True, angles=(0, 0, 20)),  # heart
+        _e(c, (14, 190, 1e4), 500, additive=True),  # spine
     ]
     for side in (1.0, -1.0):
         for level in range(6):
             y = 95 - 32 * level
-            shapes.append(_e((side * 65, y, 0), (75, 5, 1e4), 180, additive=True, angles=(0, 0, side * 18)))
-    lung_hosts = {"lung_right": _e((70, 15, 0), (45, 100, 1e4), 0), "lung_left": _e((-70, 15, 0), (42, 95, 1e4), 0)}
-    lesions = _place_lesions(rng, lung_hosts, n_lesions, radius_range, contrast_range, flat=True)
+            shapes.append(_e(c + (side * 65, y, 0), (75, 5, 1e4), 180, additive=True, angles=(0, 0, side * 18)))
+    lesions = _place_lesions(rng, lungs, n_lesions, radius_range, contrast_range, flat=True)
     lesions = tuple(Lesion(les.center_ras, les.radii_mm, abs(les.contrast), les.host) for les in lesions)
     return Scene("CR", 200.0, tuple(shapes), lesions, noise_sigma=30.0, blur_mm=1.0)
+
+
+def radiograph_geometry(shape: tuple[int, int], pixel_spacing_mm: float) -> ImageGeometry:
+    """The grid :func:`medcam.io.read_dicom_series` gives a radiograph without patient position.
+
+    Pixel (0, 0) at the origin, rows along LPS +x (patient's left), columns along LPS +y; one
+    slice 1 mm thick. Scenes drawn on it have ground truth in the same frame as the read image.
+    """
+    affine_lps = np.diag([pixel_spacing_mm, pixel_spacing_mm, 1.0, 1.0])
+    return ImageGeometry((shape[0], shape[1], 1), affine_lps_to_ras(affine_lps))
 
 
 def axial_geometry(

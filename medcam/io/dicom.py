@@ -12,12 +12,12 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from medcam.errors import DicomSeriesError, ImageReadError, MedcamWarning
-from medcam.geometry import Volume, affine_lps_to_ras
+from medcam.geometry import ImageGeometry, Volume, affine_lps_to_ras
 from medcam.io.dicom_planes import SlicePlane, planes_from_dataset
-from medcam.io.dicom_scan import SeriesScan, find_series, scan_files
+from medcam.io.dicom_scan import SeriesInfo, SeriesScan, find_series, scan_files
 from medcam.io.dicom_stack import build_stack
 
-__all__ = ["DicomSeries", "SourceFrame", "read_dicom_series"]
+__all__ = ["DicomSeries", "SourceFrame", "read_dicom_series", "read_series_geometry"]
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,26 @@ def _decode(ds: Dataset, path: Path, n_frames: int) -> np.ndarray:
     return pixels.reshape(n_frames, int(ds.Rows), int(ds.Columns))
 
 
+def _read_planes(info: SeriesInfo, *, headers_only: bool) -> tuple[list[Dataset], list[SlicePlane]]:
+    datasets: list[Dataset] = []
+    planes: list[SlicePlane] = []
+    for index, path in enumerate(info.files):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=headers_only)
+        except Exception as exc:  # noqa: BLE001
+            raise ImageReadError(f"{path}: damaged or truncated DICOM file ({type(exc).__name__}: {exc})") from exc
+        datasets.append(ds)
+        planes.extend(planes_from_dataset(ds, index, path.name))
+    return datasets, planes
+
+
+def read_series_geometry(info: SeriesInfo, *, allow_irregular: bool = False) -> ImageGeometry:
+    """The RAS geometry of a series found by :func:`find_series`, from its headers only."""
+    _, planes = _read_planes(info, headers_only=True)
+    layout = build_stack(planes, f"series {info.uid}", allow_irregular=allow_irregular)
+    return ImageGeometry(layout.shape, affine_lps_to_ras(layout.affine_lps))
+
+
 def read_dicom_series(
     source: str | Path | Sequence[str | Path],
     series_uid: str | None = None,
@@ -171,16 +191,7 @@ def read_dicom_series(
     info = _select(scan, name, series_uid)
     series_name = f"{name}: series {info.uid}"
 
-    datasets: list[Dataset] = []
-    planes: list[SlicePlane] = []
-    for index, path in enumerate(info.files):
-        try:
-            ds = pydicom.dcmread(path)
-        except Exception as exc:  # noqa: BLE001
-            raise ImageReadError(f"{path}: damaged or truncated DICOM file ({type(exc).__name__}: {exc})") from exc
-        datasets.append(ds)
-        planes.extend(planes_from_dataset(ds, index, path.name))
-
+    datasets, planes = _read_planes(info, headers_only=False)
     layout = build_stack(planes, series_name, allow_irregular=allow_irregular)
     if layout.note:
         warnings.warn(layout.note, MedcamWarning, stacklevel=2)

@@ -56,11 +56,17 @@ def read_nifti(path: str | Path) -> Volume:
 def write_nifti(volume: Volume, path: str | Path, *, dtype: type = np.float32) -> Path:
     """Write a volume as NIfTI-1 with qform and sform both set to its affine (code 1, scanner).
 
+    Float values written with an integer ``dtype`` are rounded and clipped to its range.
+
     The file is written under a temporary name and renamed when complete.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image = nib.Nifti1Image(np.asarray(volume.array, dtype=dtype), volume.geometry.affine_ras)
+    data = np.asarray(volume.array)
+    if np.issubdtype(np.dtype(dtype), np.integer) and not np.issubdtype(data.dtype, np.integer):
+        info = np.iinfo(dtype)
+        data = np.clip(np.rint(data), info.min, info.max)
+    image = nib.Nifti1Image(data.astype(dtype), volume.geometry.affine_ras)
     image.set_qform(volume.geometry.affine_ras, code=1)
     image.set_sform(volume.geometry.affine_ras, code=1)
     image.header.set_xyzt_units("mm")

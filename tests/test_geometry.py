@@ -1,0 +1,190 @@
+import numpy as np
+import pytest
+
+from medcam.errors import GeometryError
+from medcam.geometry import (
+    RAS_FROM_LPS,
+    ImageGeometry,
+    Volume,
+    affine_lps_to_ras,
+    affine_ras_to_lps,
+    apply_affine,
+    lps_to_ras,
+    ras_to_lps,
+    resample_to,
+)
+
+
+def test_ras_and_lps_points_hand_computed():
+    assert np.array_equal(ras_to_lps(np.array([10.0, 11.0, 12.0])), [-10.0, -11.0, 12.0])
+    assert np.array_equal(lps_to_ras(np.array([-10.0, -11.0, 12.0])), [10.0, 11.0, 12.0])
+    points = np.array([[1.0, 2.0, 3.0], [-4.0, 5.0, -6.0]])
+    assert np.array_equal(lps_to_ras(ras_to_lps(points)), points)
+
+
+def test_affine_frame_change_is_left_multiplication():
+    affine_lps = np.array([[0.5, 0, 0, -100.0], [0, 0.7, 0, -120.0], [0, 0, 2.0, 30.0], [0, 0, 0, 1]])
+    affine_ras = affine_lps_to_ras(affine_lps)
+    # voxel (2, 3, 4): LPS (-99, -117.9, 38) -> RAS (99, 117.9, 38)
+    assert np.allclose(apply_affine(affine_ras, [2, 3, 4]), [99.0, 117.9, 38.0])
+    assert np.allclose(apply_affine(affine_lps, [2, 3, 4]), [-99.0, -117.9, 38.0])
+    assert np.array_equal(affine_ras_to_lps(affine_ras), affine_lps)
+    assert np.array_equal(RAS_FROM_LPS @ RAS_FROM_LPS, np.eye(4))
+
+
+def test_geometry_properties_and_mapping():
+    affine = np.array([[-2.0, 0, 0, 10.0], [0, -3.0, 0, 20.0], [0, 0, 4.0, -5.0], [0, 0, 0, 1]])
+    geometry = ImageGeometry((5, 6, 7), affine)
+    assert geometry.spacing == (2.0, 3.0, 4.0)
+    assert geometry.orientation == "LPS"
+    assert np.allclose(geometry.voxel_to_world([1, 2, 3]), [8.0, 14.0, 7.0])
+    assert np.allclose(geometry.world_to_voxel([8.0, 14.0, 7.0]), [1, 2, 3])
+    assert np.allclose(geometry.affine_lps, affine_ras_to_lps(affine))
+    assert np.allclose(geometry.center_ras, geometry.voxel_to_world([2, 2.5, 3]))
+    assert geometry.shear_degrees == pytest.approx(0.0)
+    assert geometry.contains_voxel([-0.5, 5.5, 6.4]) and not geometry.contains_voxel([0, 0, 6.6])
+    text = repr(geometry)
+    assert "(5, 6, 7)" in text and "spacing=(2, 3, 4) mm" in text and "orientation=LPS" in text
+
+
+def test_sheared_geometry_reports_tilt():
+    tilt = np.radians(20.0)
+    affine = np.eye(4)
+    affine[:3, 1] = [0.0, np.cos(tilt), np.sin(tilt)]  # tilted column direction
+    affine[:3, 2] = [0.0, 0.0, 2.0]  # slices advance along z
+    geometry = ImageGeometry((4, 4, 4), affine)
+    assert geometry.shear_degrees == pytest.approx(20.0)
+    assert "shear=20 deg" in repr(geometry)
+
+
+def test_geometry_is_close_and_readonly():
+    a = ImageGeometry((2, 2, 2), np.eye(4))
+    shifted = np.eye(4)
+    shifted[:3, 3] = 5e-5  # origin 0.05 micrometre away
+    b = ImageGeometry((2, 2, 2), shifted)
+    assert a.is_close(b) and not a.is_close(b, atol=1e-5)
+    assert not a.is_close(ImageGeometry((2, 2, 3), np.eye(4)))
+    with pytest.raises(ValueError):
+        a.affine_ras[0, 0] = 2.0
+
+
+@pytest.mark.parametrize(
+    ("shape", "affine", "match"),
+    [
+        ((2, 2), np.eye(4), "3 positive sizes"),
+        ((2, 0, 2), np.eye(4), "3 positive sizes"),
+        ((2, 2, 2), np.eye(3), "4x4"),
+        ((2, 2, 2), np.diag([1.0, 1.0, np.nan, 1.0]), "NaN"),
+        ((2, 2, 2), np.diag([1.0, 0.0, 1.0, 1.0]), "singular"),
+        ((2, 2, 2), np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]]), "singular"),
+        ((2, 2, 2), np.vstack([np.eye(4)[:3], [0, 0, 1, 1]]), "last row"),
+    ],
+    ids=["2d-shape", "zero-size", "3x3", "nan", "zero-column", "parallel-columns", "bad-last-row"],
+)
+def test_geometry_refuses_bad_input(shape, affine, match):
+    with pytest.raises(GeometryError, match=match):
+        ImageGeometry(shape, affine)
+
+
+def test_volume_copies_and_protects_its_array():
+    data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    volume = Volume.from_array(data, np.eye(4))
+    data[0, 0, 0] = 99.0
+    assert volume.array[0, 0, 0] == 0.0
+    with pytest.raises(ValueError):
+        volume.array[0, 0, 0] = 1.0
+    assert "shape=(2, 3, 4)" in repr(volume) and "orientation=RAS" in repr(volume)
+    assert Volume.from_array(np.zeros((3, 5)), np.eye(4)).shape == (3, 5, 1)
+    with pytest.raises(GeometryError, match="does not match"):
+        Volume(np.zeros((2, 2, 2)), ImageGeometry((2, 2, 3), np.eye(4)))
+
+
+def _random_volume(shape=(5, 6, 7), affine=None, seed=0) -> Volume:
+    data = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+    return Volume.from_array(data, np.eye(4) if affine is None else affine)
+
+
+def test_resample_identity_is_exact():
+    volume = _random_volume(affine=np.diag([0.7, -1.3, 2.0, 1.0]))
+    out = resample_to(volume, volume.geometry)
+    assert np.array_equal(out.array, volume.array)
+    assert np.array_equal(resample_to(volume, volume.geometry, order=0).array, volume.array)
+
+
+def test_resample_flipped_axis_reverses_values():
+    volume = _random_volume(shape=(4, 3, 2))
+    flipped = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flipped[0, 3] = 3.0  # voxel i of the target sits where voxel 3 - i of the source is
+    out = resample_to(volume, ImageGeometry((4, 3, 2), flipped))
+    assert np.allclose(out.array, volume.array[::-1])
+
+
+def test_resample_permuted_axes_hand_computed():
+    # target axes: i' = source k, j' = source i, k' = source j (a 90-degree re-slicing)
+    volume = _random_volume(shape=(4, 3, 2))
+    permuted = np.zeros((4, 4))
+    permuted[2, 0] = permuted[0, 1] = permuted[1, 2] = permuted[3, 3] = 1.0
+    out = resample_to(volume, ImageGeometry((2, 4, 3), permuted))
+    assert np.allclose(out.array, volume.array.transpose(2, 0, 1))
+
+
+def test_resample_oblique_reproduces_a_linear_field():
+    # trilinear interpolation is exact for a linear function of position
+    source_affine = np.diag([1.5, 1.0, 2.0, 1.0])
+    geometry = ImageGeometry((20, 24, 16), source_affine)
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in geometry.shape], indexing="ij"), axis=-1)
+    world = geometry.voxel_to_world(ijk)
+    coefficients = np.array([0.3, -0.2, 0.5])
+    volume = Volume((world @ coefficients + 7.0).astype(np.float32), geometry)
+
+    angle = np.radians(30.0)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    target_affine = np.eye(4)
+    target_affine[:3, :3] = rotation @ np.diag([1.2, 1.1, 1.7])
+    target_affine[:3, 3] = [12.0, 4.0, 6.0]
+    target = ImageGeometry((6, 7, 5), target_affine)
+    out = resample_to(volume, target)
+    target_world = target.voxel_to_world(
+        np.stack(np.meshgrid(*[np.arange(n) for n in target.shape], indexing="ij"), axis=-1)
+    )
+    assert np.all(target.contains_voxel(target.world_to_voxel(target_world)))
+    assert np.all(geometry.contains_voxel(geometry.world_to_voxel(target_world)))
+    assert np.allclose(out.array, target_world @ coefficients + 7.0, atol=1e-4)
+
+
+def test_resample_half_voxel_shift_averages_neighbours():
+    volume = Volume.from_array(np.array([0.0, 10.0, 20.0, 30.0]).reshape(4, 1, 1), np.eye(4))
+    shifted = np.eye(4)
+    shifted[0, 3] = 0.5
+    out = resample_to(volume, ImageGeometry((3, 1, 1), shifted))
+    assert np.allclose(out.array.ravel(), [5.0, 15.0, 25.0])
+
+
+def test_resample_outside_gets_fill_and_edges_are_clamped():
+    volume = Volume.from_array(np.array([1.0, 2.0, 3.0]).reshape(3, 1, 1), np.eye(4))
+    shifted = np.eye(4)
+    shifted[0, 3] = -0.4  # first target voxel 0.4 voxel before the first source centre: inside
+    out = resample_to(volume, ImageGeometry((5, 1, 1), shifted), fill=-7.0)
+    # targets at source i = -0.4, 0.6, 1.6, 2.6 (beyond 2.5: outside), 3.6
+    assert np.allclose(out.array.ravel(), [1.0, 1.6, 2.6, -7.0, -7.0])
+
+
+def test_resample_nearest_keeps_labels_and_dtype():
+    labels = Volume.from_array(np.array([0, 1, 2, 3], dtype=np.uint8).reshape(4, 1, 1), np.eye(4))
+    half = np.diag([0.5, 1.0, 1.0, 1.0])
+    out = resample_to(labels, ImageGeometry((7, 1, 1), half), order=0)
+    assert out.array.dtype == np.uint8
+    assert set(np.unique(out.array)) <= {0, 1, 2, 3}
+    assert out.array.ravel()[0] == 0 and out.array.ravel()[-1] == 3
+    with pytest.raises(ValueError, match="order must be"):
+        resample_to(labels, labels.geometry, order=3)
+
+
+def test_resample_large_target_in_chunks_matches_direct(monkeypatch):
+    import medcam.geometry as geometry_module
+
+    volume = _random_volume(shape=(9, 8, 7), affine=np.diag([2.0, 2.0, 3.0, 1.0]))
+    target = ImageGeometry((17, 15, 13), np.diag([1.0, 1.0, 1.5, 1.0]))
+    expected = resample_to(volume, target).array
+    monkeypatch.setattr(geometry_module, "_CHUNK_VOXELS", 100)
+    assert np.array_equal(resample_to(volume, target).array, expected)
