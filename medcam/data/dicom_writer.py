@@ -43,8 +43,10 @@ _MAX_STORED = 4095  # 12 bits stored
 class StudyInfo:
     """Patient and study attributes shared by every series of one synthetic study.
 
-    ``uid_seed`` makes every UID a deterministic function of the seed and the object's role,
-    so regenerating a study gives identical files. ``None`` draws fresh random UIDs.
+    Every UID is a deterministic function of ``uid_seed`` and the object's role (study,
+    series number, slice), so the series of one study share StudyInstanceUID and
+    FrameOfReferenceUID, and regenerating a study gives identical files. ``None`` draws a
+    random seed when the StudyInfo is made: fresh UIDs for each new StudyInfo.
     """
 
     patient_name: str = "Synthetic^Patient"
@@ -58,10 +60,12 @@ class StudyInfo:
     study_description: str = "medcam synthetic study"
     uid_seed: str | None = None
 
-    def uid(self, *role: object) -> str:
+    def __post_init__(self) -> None:
         if self.uid_seed is None:
-            return generate_uid()
-        return generate_uid(entropy_srcs=[self.uid_seed, *map(str, role)])
+            object.__setattr__(self, "uid_seed", generate_uid())
+
+    def uid(self, *role: object) -> str:
+        return generate_uid(entropy_srcs=[str(self.uid_seed), *map(str, role)])
 
 
 def _ds(value: float) -> str:
@@ -175,7 +179,7 @@ def write_dicom_series(
     folder: str | Path,
     *,
     modality: str = "CT",
-    study: StudyInfo = StudyInfo(),
+    study: StudyInfo | None = None,
     series_number: int = 1,
     series_description: str = "synthetic",
     body_part: str = "ABDOMEN",
@@ -214,6 +218,7 @@ def write_dicom_series(
     """
     if modality not in ("CT", "MR"):
         raise ValueError(f"write_dicom_series: modality must be 'CT' or 'MR', found {modality!r}")
+    study = study or StudyInfo()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     geometry = volume.geometry
@@ -298,7 +303,7 @@ def write_dicom_image(
     volume: Volume,
     path: str | Path,
     *,
-    study: StudyInfo = StudyInfo(),
+    study: StudyInfo | None = None,
     series_number: int = 1,
     series_description: str = "synthetic radiograph",
     body_part: str = "CHEST",
@@ -312,6 +317,7 @@ def write_dicom_image(
     """
     if volume.shape[2] != 1:
         raise ValueError(f"write_dicom_image: expected a one-slice volume, found shape {volume.shape}")
+    study = study or StudyInfo()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     stored = _stored_values("CR", np.asarray(volume.array[:, :, 0], dtype=np.float64)).T

@@ -92,6 +92,10 @@ def scan_files(paths: Iterable[Path]) -> SeriesScan:
         if getattr(ds.file_meta, "MediaStorageSOPClassUID", None) == "1.2.840.10008.1.3.10":
             skipped.append(SkippedFile(path, "DICOMDIR media index"))
             continue
+        media_class = UID(str(getattr(ds.file_meta, "MediaStorageSOPClassUID", "") or ""))
+        if "Image Storage" in media_class.name and ("Rows" not in ds or "SeriesInstanceUID" not in ds):
+            unreadable.append(SkippedFile(path, f"damaged or truncated DICOM file ({media_class.name} without Rows)"))
+            continue
         is_image, reason = _is_image(ds)
         if not is_image:
             skipped.append(SkippedFile(path, reason))
