@@ -1,0 +1,67 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medcam import __version__
+from medcam.cli import main
+from medcam.data import StudyInfo, axial_geometry, ct_abdomen_scene, make_study, write_dicom_series
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"medcam {__version__}"
+
+
+def test_console_entry_point_runs_without_heavy_imports():
+    code = "import sys, medcam.cli; print('torch' in sys.modules or 'monai' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    help_text = subprocess.run([sys.executable, "-m", "medcam.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "examples:" in help_text and "info" in help_text
+
+
+def test_info_on_a_dicom_folder(capsys):
+    assert main(["info", str(SAMPLE / "ct_lesion_dicom")]) == 0
+    out = capsys.readouterr().out
+    assert "1 image series" in out and "CT #1 'CT abdomen' (40 files, 40 frames)" in out
+    assert "96 x 96 x 40" in out and "4 x 4 x 5 mm" in out and "orientation  LPS" in out
+
+
+def test_info_on_nifti_and_radiograph(capsys):
+    assert main(["info", str(SAMPLE / "ct_lesion.nii.gz")]) == 0
+    assert "NIfTI" in capsys.readouterr().out
+    assert main(["info", str(SAMPLE / "cr_chest.dcm")]) == 0
+    out = capsys.readouterr().out
+    assert "CR #1" in out and "256 x 256 x 1" in out
+
+
+def test_info_lists_several_series_and_tilt(tmp_path, capsys):
+    scene = ct_abdomen_scene(np.random.default_rng(0))
+    study = StudyInfo()
+    tilted = make_study(scene, axial_geometry((16, 16, 5), (20.0, 20.0, 5.0), tilt_deg=12.0), seed=0)
+    write_dicom_series(tilted.volume, tmp_path / "a", study=study, series_number=1)
+    write_dicom_series(tilted.volume, tmp_path / "b", study=study, series_number=2, drop_slices=[2])
+    (tmp_path / "readme.txt").write_text("x")
+    assert main(["info", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 image series" in out and "gantry tilt  12 deg" in out
+    assert "not readable as one volume" in out and "gap between slices" in out
+    assert "skipped readme.txt: not a DICOM file" in out
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("medcam: error:") and "no such file or folder" in err and "Traceback" not in err
+    (tmp_path / "empty").mkdir()
+    assert main(["info", str(tmp_path / "empty")]) == 2
+    assert "the folder is empty" in capsys.readouterr().err
+    with pytest.raises(Exception, match="the folder is empty"):
+        main(["--debug", "info", str(tmp_path / "empty")])
