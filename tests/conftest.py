@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import shutil
 import subprocess
@@ -11,7 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medcam.data import axial_geometry, ct_abdomen_scene, make_study, mr_head_scene
+from medcam.data import axial_geometry, ct_abdomen_scene, make_study, mr_head_scene, write_dicom_series
+from medcam.io import write_nifti
+from medcam.transforms import PreprocessConfig
+
+#: Model grid of the tiny training cohort (the cohort's own grid).
+TINY_PREPROCESS = PreprocessConfig(3, (12.0, 12.0, 16.0), (32, 24, 12))
 
 
 def _tool(name: str) -> str:
@@ -55,3 +61,27 @@ def mr_study():
     """A small oblique MR head with one lesion."""
     scene = mr_head_scene(np.random.default_rng(8), n_lesions=1, radius_range=(10.0, 12.0))
     return make_study(scene, axial_geometry((30, 34, 10), (7.0, 6.5, 8.0), rotation_deg=(18.0, -7.0, 25.0)), seed=8)
+
+
+@pytest.fixture(scope="session")
+def manifest(tmp_path_factory):
+    """Eight small CT studies on disk (NIfTI and DICOM), half with a large lesion, and a manifest."""
+    root = tmp_path_factory.mktemp("cohort")
+    rows = []
+    for index in range(8):
+        has_lesion = index % 2 == 1
+        scene = ct_abdomen_scene(
+            np.random.default_rng(index), n_lesions=int(has_lesion), radius_range=(25.0, 30.0), contrast_range=(150, 200)
+        )
+        study = make_study(scene, axial_geometry((32, 24, 12), (12.0, 12.0, 16.0)), seed=index)
+        if index < 4:
+            path = write_nifti(study.volume, root / f"case{index}.nii.gz")
+        else:
+            write_dicom_series(study.volume, root / f"case{index}")
+            path = root / f"case{index}"
+        rows.append({"image": path.name, "label": "lesion" if has_lesion else "0"})
+    with open(root / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return root / "manifest.csv"

@@ -65,3 +65,32 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
     assert "the folder is empty" in capsys.readouterr().err
     with pytest.raises(Exception, match="the folder is empty"):
         main(["--debug", "info", str(tmp_path / "empty")])
+
+
+def test_train_from_a_manifest(manifest, tmp_path, capsys):
+    from medcam.models import load_checkpoint
+
+    out = tmp_path / "model.pt"
+    code = main([
+        "train", "--manifest", str(manifest), "--spatial-dims", "3", "--spacing", "12", "12", "16",
+        "--size", "32", "24", "12", "--channels", "4", "8", "--epochs", "2", "--batch-size", "2",
+        "--val-fraction", "0.25", "--out", str(out),
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "training on 6 cases [3, 3], validating on 2 [1, 1]" in printed and "best epoch" in printed
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.class_names == ("no lesion", "lesion")
+    assert checkpoint.preprocess_config.spacing == (12.0, 12.0, 16.0)
+
+
+def test_train_user_errors(manifest, tmp_path, capsys):
+    assert main(["train", "--manifest", str(manifest), "--out", str(tmp_path / "m.pt")]) == 2
+    assert "--manifest needs --spatial-dims, --spacing and --size" in capsys.readouterr().err
+    args = ["train", "--manifest", str(manifest), "--spatial-dims", "3", "--spacing", "12", "12", "--size", "32", "24", "12"]
+    assert main([*args, "--out", str(tmp_path / "m.pt")]) == 2
+    assert "spacing needs 3 positive values" in capsys.readouterr().err
+    missing = tmp_path / "none.csv"
+    assert main(["train", "--manifest", str(missing), "--spatial-dims", "2", "--spacing", "1", "1", "--size", "8", "8",
+                 "--out", str(tmp_path / "m.pt")]) == 2
+    assert "no such manifest file" in capsys.readouterr().err

@@ -52,8 +52,19 @@ class Ellipsoid:
     additive: bool = False
 
     def contains(self, points_ras: np.ndarray) -> np.ndarray:
-        local = (np.asarray(points_ras) - self.center_ras) @ self.rotation
-        return np.sum((local / self.radii_mm) ** 2, axis=-1) <= 1.0
+        local = (np.asarray(points_ras) - self.center_ras) @ (self.rotation / self.radii_mm)
+        return np.einsum("...i,...i->...", local, local) <= 1.0
+
+    def index_box(self, geometry: ImageGeometry) -> tuple[slice, slice, slice] | None:
+        """Voxel index ranges of ``geometry`` that can hold points of the ellipsoid (None if none)."""
+        half = np.sqrt((self.rotation**2) @ (self.radii_mm**2))  # world axis-aligned half extents
+        signs = np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1], indexing="ij")).reshape(3, -1).T
+        corners = geometry.world_to_voxel(self.center_ras + signs * half)
+        low = np.clip(np.floor(corners.min(axis=0)).astype(int), 0, None)
+        high = np.minimum(np.ceil(corners.max(axis=0)).astype(int) + 1, geometry.shape)
+        if np.any(high <= low):
+            return None
+        return tuple(slice(int(a), int(b)) for a, b in zip(low, high))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,17 +99,19 @@ class Scene:
         from scipy.ndimage import gaussian_filter
 
         ijk = np.stack(np.meshgrid(*[np.arange(n) for n in geometry.shape], indexing="ij"), axis=-1)
-        points = geometry.voxel_to_world(ijk.reshape(-1, 3).astype(float))
-        image = np.full(len(points), self.background, dtype=np.float64)
-        for shape in self.shapes:
-            inside = shape.contains(points)
-            image[inside] = image[inside] + shape.value if shape.additive else shape.value
-        mask = np.zeros(len(points), dtype=np.uint8)
-        for lesion in self.lesions:
-            inside = Ellipsoid(lesion.center_ras, lesion.radii_mm, 0.0).contains(points)
-            image[inside] += lesion.contrast
-            mask[inside] = 1
-        image = image.reshape(geometry.shape)
+        points = geometry.voxel_to_world(ijk.astype(float))  # (I, J, K, 3) voxel centres, RAS mm
+        image = np.full(geometry.shape, self.background, dtype=np.float64)
+        mask = np.zeros(geometry.shape, dtype=np.uint8)
+        lesion_shapes = [Ellipsoid(les.center_ras, les.radii_mm, les.contrast, additive=True) for les in self.lesions]
+        for shape in (*self.shapes, *lesion_shapes):
+            box = shape.index_box(geometry)
+            if box is None:
+                continue
+            inside = shape.contains(points[box])
+            region = image[box]  # a view: writes land in image
+            region[inside] = region[inside] + shape.value if shape.additive else shape.value
+            if any(shape is lesion for lesion in lesion_shapes):
+                mask[box][inside] = 1
         sigma = [self.blur_mm / s if n > 1 else 0.0 for s, n in zip(geometry.spacing, geometry.shape)]
         image = gaussian_filter(image, sigma=sigma, mode="nearest")
         if self.rician:
@@ -107,7 +120,7 @@ class Scene:
             image = np.hypot(real, imag)
         else:
             image = image + rng.normal(0.0, self.noise_sigma, image.shape)
-        return image.astype(np.float32), mask.reshape(geometry.shape)
+        return image.astype(np.float32), mask
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,0 +1,120 @@
+"""A lesion classifier whose head is global average pooling plus one linear layer (CAM-ready).
+
+In the spirit of SIANN (Zhang et al., shift-invariant neural network for lesion detection):
+convolutions and max pooling make detection independent of where the lesion sits, and global
+average pooling (GAP) keeps the last feature maps spatial and class-specific, so the same
+network detects and localises. The score of class ``c`` is
+
+    y_c = b_c + sum_k w[c, k] * mean(F_k)
+
+so ``M_c = sum_k w[c, k] * F_k`` is an exact spatial decomposition of it (Zhou et al., CVPR 2016).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from medcam.errors import CheckpointError
+
+__all__ = ["ClassifierConfig", "GapClassifier"]
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Architecture of a :class:`GapClassifier`.
+
+    A patchify stem comes first: a convolution ``channels[0]`` wide whose kernel equals its stride
+    (``stem_stride``), so each stem output covers one block of input voxels and, like every 2x
+    max pooling after it, keeps feature-voxel centres exactly where ``align_corners=False``
+    upsampling puts them (no half-voxel drift of the maps). Then stage
+    ``s`` is ``convs_per_stage[s]`` 3x3(x3) convolutions of width ``channels[s]`` with batch norm
+    and ReLU, followed by 2x max pooling except after the last stage, whose output is the
+    feature map CAM uses (``stride`` times smaller than the input).
+    """
+
+    spatial_dims: int = 3
+    in_channels: int = 1
+    num_classes: int = 2
+    channels: tuple[int, ...] = (16, 32, 64)
+    convs_per_stage: tuple[int, ...] = (1, 2, 2)
+    stem_stride: int = 2
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "convs_per_stage", tuple(int(c) for c in self.convs_per_stage))
+        problems = []
+        if self.spatial_dims not in (2, 3):
+            problems.append(f"spatial_dims must be 2 or 3, found {self.spatial_dims}")
+        if self.num_classes < 2:
+            problems.append(f"num_classes must be at least 2, found {self.num_classes}")
+        if not self.channels or len(self.channels) != len(self.convs_per_stage):
+            problems.append(f"channels {self.channels} and convs_per_stage {self.convs_per_stage} must have one entry per stage")
+        if any(c < 1 for c in (*self.channels, *self.convs_per_stage, self.in_channels, self.stem_stride)):
+            problems.append("channel counts and convolutions per stage must be positive")
+        if problems:
+            raise ValueError("ClassifierConfig: " + "; ".join(problems))
+
+    @property
+    def stride(self) -> int:
+        """Ratio of input size to feature-map size."""
+        return self.stem_stride * 2 ** (len(self.channels) - 1)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ClassifierConfig":
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"invalid model config {data!r}: {exc}") from exc
+
+
+class GapClassifier(nn.Module):
+    """CNN -> global average pooling -> one linear layer, for 2D or 3D input.
+
+    Named parts: ``features`` (the convolutional trunk), ``pooling`` (GAP), ``classifier``
+    (the linear layer). ``forward(x)`` returns logits ``(N, num_classes)``;
+    ``forward_with_features(x)`` also returns the last feature maps ``(N, C, *spatial)``, so
+    CAM needs no hooks. Both work under TorchScript and ``torch.compile``.
+    """
+
+    def __init__(self, config: ClassifierConfig = ClassifierConfig()) -> None:
+        super().__init__()
+        self.config = config
+        conv = nn.Conv3d if config.spatial_dims == 3 else nn.Conv2d
+        norm = nn.BatchNorm3d if config.spatial_dims == 3 else nn.BatchNorm2d
+        pool = nn.MaxPool3d if config.spatial_dims == 3 else nn.MaxPool2d
+        width = config.channels[0]
+        layers: list[nn.Module] = [
+            conv(config.in_channels, width, config.stem_stride, stride=config.stem_stride, bias=False),
+            norm(width),
+            nn.ReLU(inplace=True),
+        ]
+        for stage, (channels, n_convs) in enumerate(zip(config.channels, config.convs_per_stage)):
+            for _ in range(n_convs):
+                layers += [conv(width, channels, 3, padding=1, bias=False), norm(channels), nn.ReLU(inplace=True)]
+                width = channels
+            if stage < len(config.channels) - 1:
+                layers.append(pool(2))
+        self.features = nn.Sequential(*layers)
+        self.pooling = nn.AdaptiveAvgPool3d(1) if config.spatial_dims == 3 else nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(width, config.num_classes)
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(N, num_classes)`` and last feature maps ``(N, C, *spatial)``."""
+        features = self.features(x)
+        pooled = torch.flatten(self.pooling(features), 1)
+        return self.classifier(self.dropout(pooled)), features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_features(x)[0]
+
+
+# TorchScript compiles only forward and what it calls unless told; export the feature path too.
+GapClassifier.forward_with_features = torch.jit.export(GapClassifier.forward_with_features)

@@ -1,0 +1,182 @@
+"""Preprocessing from a :class:`Volume` (or a file) to the model grid, with MONAI dictionary transforms.
+
+The result is a MONAI ``MetaTensor`` of shape ``(1, *spatial)`` whose ``.affine`` maps model
+voxel indices to the same RAS millimetres as the source volume's affine. Every spatial step
+(orientation, spacing, pad/crop, resize) is affine, so that one matrix is all the geometry
+needed to put a model-grid heatmap back on the scanner grid (:func:`model_geometry`).
+
+A :class:`PreprocessConfig` is stored in every checkpoint so inference reproduces training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medcam.errors import CheckpointError, GeometryError
+from medcam.geometry import ImageGeometry, Volume
+
+__all__ = ["PreprocessConfig", "build_transform", "to_meta_tensor", "preprocess", "model_geometry"]
+
+_INTENSITY_MODES = ("window", "robust_zscore", "percentile")
+_SIZE_MODES = ("pad_crop", "resize")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How a volume becomes model input.
+
+    Parameters
+    ----------
+    spatial_dims : {2, 3}
+        3 for volumes (CT, MR); 2 for single images (radiographs, single slices).
+    spacing : tuple of float
+        Target voxel size in mm, one per spatial axis.
+    spatial_size : tuple of int
+        Model input size, one per spatial axis, reached by centred pad/crop (``size_mode``
+        "pad_crop", keeps the spacing) or by resizing (``"resize"``, changes it).
+    intensity : {"window", "robust_zscore", "percentile"}
+        "window": clip to ``window`` = (centre, width), e.g. (40, 400) HU, and scale to [0, 1];
+        "robust_zscore": (x - median) / (IQR / 1.349) over the foreground (voxels above 10% of
+        the 99th percentile), clipped to [-5, 5] (MR); "percentile": the 1st..99th percentiles
+        scaled to [0, 1] (radiographs).
+    orientation : str or None
+        Axis codes to reorient to ("RAS"); None leaves the axes as stored (2D projection images).
+    """
+
+    spatial_dims: int
+    spacing: tuple[float, ...]
+    spatial_size: tuple[int, ...]
+    intensity: str = "window"
+    window: tuple[float, float] | None = (40.0, 400.0)
+    orientation: str | None = "RAS"
+    size_mode: str = "pad_crop"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
+        object.__setattr__(self, "spatial_size", tuple(int(s) for s in self.spatial_size))
+        if self.window is not None:
+            object.__setattr__(self, "window", tuple(float(v) for v in self.window))
+        problems = []
+        if self.spatial_dims not in (2, 3):
+            problems.append(f"spatial_dims must be 2 or 3, found {self.spatial_dims}")
+        if len(self.spacing) != self.spatial_dims or any(s <= 0 for s in self.spacing):
+            problems.append(f"spacing needs {self.spatial_dims} positive values, found {self.spacing}")
+        if len(self.spatial_size) != self.spatial_dims or any(s < 1 for s in self.spatial_size):
+            problems.append(f"spatial_size needs {self.spatial_dims} positive sizes, found {self.spatial_size}")
+        if self.intensity not in _INTENSITY_MODES:
+            problems.append(f"intensity must be one of {_INTENSITY_MODES}, found {self.intensity!r}")
+        if self.intensity == "window" and (self.window is None or len(self.window) != 2 or self.window[1] <= 0):
+            problems.append(f"intensity 'window' needs window=(centre, width > 0), found {self.window}")
+        if self.size_mode not in _SIZE_MODES:
+            problems.append(f"size_mode must be one of {_SIZE_MODES}, found {self.size_mode!r}")
+        if problems:
+            raise ValueError("PreprocessConfig: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PreprocessConfig":
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"invalid preprocessing config {data!r}: {exc}") from exc
+
+
+def _robust_zscore(image):
+    """(x - median) / (IQR / 1.349) over the foreground, clipped to [-5, 5]."""
+    import torch
+
+    values = image.as_tensor() if hasattr(image, "as_tensor") else image
+    flat = values.reshape(-1).float()
+    threshold = 0.1 * torch.quantile(flat[:: max(1, flat.numel() // 200_000)], 0.99)
+    foreground = flat[flat > threshold]
+    if foreground.numel() < 10:
+        foreground = flat
+    sample = foreground[:: max(1, foreground.numel() // 200_000)]
+    q1, median, q3 = torch.quantile(sample, torch.tensor([0.25, 0.5, 0.75], dtype=sample.dtype))
+    scale = torch.clamp((q3 - q1) / 1.349, min=1e-6)
+    return torch.clamp((image - median) / scale, -5.0, 5.0)
+
+
+def build_transform(config: PreprocessConfig):
+    """The MONAI ``Compose`` of dictionary transforms (key ``"image"``) for ``config``."""
+    from monai.transforms import (
+        Compose,
+        Lambdad,
+        Orientationd,
+        ResizeWithPadOrCropd,
+        Resized,
+        ScaleIntensityRanged,
+        ScaleIntensityRangePercentilesd,
+        Spacingd,
+    )
+
+    steps = []
+    if config.orientation is not None:
+        labels = (("L", "R"), ("P", "A"), ("I", "S"))  # RAS world, as the MetaTensor's "space" says
+        steps.append(Orientationd("image", axcodes=config.orientation[: config.spatial_dims], labels=labels))
+    steps.append(Spacingd("image", pixdim=config.spacing, mode="bilinear", padding_mode="border"))
+    if config.intensity == "window":
+        centre, width = config.window
+        steps.append(
+            ScaleIntensityRanged("image", a_min=centre - width / 2, a_max=centre + width / 2, b_min=0.0, b_max=1.0, clip=True)
+        )
+    elif config.intensity == "percentile":
+        steps.append(ScaleIntensityRangePercentilesd("image", lower=1, upper=99, b_min=0.0, b_max=1.0, clip=True))
+    else:
+        steps.append(Lambdad("image", _robust_zscore))
+    if config.size_mode == "pad_crop":
+        steps.append(ResizeWithPadOrCropd("image", spatial_size=config.spatial_size, mode="constant"))
+    else:
+        steps.append(Resized("image", spatial_size=config.spatial_size, mode="trilinear" if config.spatial_dims == 3 else "bilinear"))
+    return Compose(steps)
+
+
+def to_meta_tensor(volume: Volume, spatial_dims: int):
+    """A channel-first float32 ``MetaTensor`` of ``volume`` with its RAS affine."""
+    import torch
+    from monai.data import MetaTensor
+
+    array = np.asarray(volume.array, dtype=np.float32)
+    if spatial_dims == 2:
+        if volume.shape[2] != 1:
+            raise GeometryError(f"a 2D model expects a single image, found a volume of shape {volume.shape}")
+        array = array[:, :, 0]
+    elif volume.shape[2] == 1:
+        raise GeometryError(f"a 3D model expects a volume, found a single image of shape {volume.shape}")
+    return MetaTensor(
+        torch.from_numpy(np.ascontiguousarray(array[np.newaxis])),
+        affine=torch.tensor(np.array(volume.geometry.affine_ras), dtype=torch.float64),
+        meta={"space": "RAS"},
+    )
+
+
+def preprocess(source: Volume | str | Path, config: PreprocessConfig, *, transform=None):
+    """Volume or file -> model-grid ``MetaTensor`` ``(1, *spatial_size)`` with its RAS affine.
+
+    ``transform`` may be passed to reuse one built by :func:`build_transform`.
+    """
+    if not isinstance(source, Volume):
+        from medcam.io import read_volume
+
+        source = read_volume(source)
+    transform = transform or build_transform(config)
+    return transform({"image": to_meta_tensor(source, config.spatial_dims)})["image"]
+
+
+def model_geometry(tensor) -> ImageGeometry:
+    """The model grid of a preprocessed ``MetaTensor`` ``(C, *spatial)`` as an :class:`ImageGeometry`.
+
+    A 2D grid becomes one slice whose third axis is the source's (slice thickness) axis.
+    """
+    spatial = tuple(int(n) for n in tensor.shape[1:])
+    if len(spatial) == 2:
+        spatial = (*spatial, 1)
+    affine = np.asarray(tensor.affine.detach().cpu().numpy() if hasattr(tensor.affine, "detach") else tensor.affine, dtype=float)
+    return ImageGeometry(spatial, affine)

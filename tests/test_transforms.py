@@ -1,0 +1,99 @@
+"""Preprocessing: the model-grid MetaTensor affine maps model voxels to the source's world coordinates."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medcam.data import axial_geometry, radiograph_geometry
+from medcam.errors import GeometryError
+from medcam.geometry import Volume
+from medcam.io import read_volume
+from medcam.transforms import PreprocessConfig, model_geometry, preprocess
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+CT = PreprocessConfig(3, (4.0, 4.0, 5.0), (80, 64, 40))
+
+
+def _point_volume(geometry, index, value=1000.0, background=-1000.0):
+    data = np.full(geometry.shape, background, dtype=np.float32)
+    data[tuple(index)] = value
+    return Volume(data, geometry)
+
+
+@pytest.mark.parametrize(
+    ("geometry", "index"),
+    [
+        (axial_geometry((60, 50, 30), (5.0, 5.0, 5.0)), (17, 33, 12)),
+        (axial_geometry((60, 50, 30), (5.0, 5.0, 5.0), rotation_deg=(0.0, 0.0, 90.0)), (40, 10, 20)),
+        (axial_geometry((64, 48, 24), (4.0, 4.0, 5.0), rotation_deg=(0.0, 0.0, 180.0)), (20, 30, 5)),
+    ],
+    ids=["axial-lps", "rotated-90", "flipped-xy"],
+)
+def test_known_point_lands_at_the_expected_model_voxel(geometry, index):
+    config = PreprocessConfig(3, (5.0, 5.0, 5.0), (64, 64, 32))
+    volume = _point_volume(geometry, index)
+    tensor = preprocess(volume, config)
+    assert tuple(tensor.shape) == (1, 64, 64, 32)
+    world = geometry.voxel_to_world(np.array(index, float))
+    expected = model_geometry(tensor).world_to_voxel(world)
+    found = np.unravel_index(int(tensor[0].argmax()), tensor.shape[1:])
+    assert np.allclose(found, expected, atol=0.51), (found, expected)
+    assert model_geometry(tensor).orientation == "RAS"
+
+
+def test_oblique_point_lands_within_a_voxel():
+    geometry = axial_geometry((50, 50, 30), (4.0, 4.0, 4.0), rotation_deg=(20.0, 10.0, 30.0))
+    volume = _point_volume(geometry, (30, 20, 14))
+    # background (-1000) and padding both map to 0, so only the trilinear blur of the point weighs
+    tensor = preprocess(volume, PreprocessConfig(3, (4.0, 4.0, 4.0), (64, 64, 48), window=(1000.0, 2000.0)))
+    expected = model_geometry(tensor).world_to_voxel(geometry.voxel_to_world(np.array([30.0, 20.0, 14.0])))
+    weights = tensor[0].numpy() - float(tensor[0].min())
+    coords = np.argwhere(weights > 0)
+    values = weights[weights > 0]
+    centroid = (coords * values[:, None]).sum(axis=0) / values.sum()
+    assert np.allclose(centroid, expected, atol=0.25)
+
+
+def test_2d_point_and_geometry():
+    geometry = radiograph_geometry((200, 180), 1.4)
+    config = PreprocessConfig(2, (2.8, 2.8), (128, 128), window=(0.0, 4000.0), orientation=None)
+    tensor = preprocess(_point_volume(geometry, (100, 56, 0)), config)
+    assert tuple(tensor.shape) == (1, 128, 128)
+    grid = model_geometry(tensor)
+    assert grid.shape == (128, 128, 1)
+    expected = grid.world_to_voxel(geometry.voxel_to_world(np.array([100.0, 56.0, 0.0])))
+    found = np.unravel_index(int(tensor[0].argmax()), tensor.shape[1:])
+    assert np.allclose(found, expected[:2], atol=0.51) and abs(expected[2]) < 1e-6
+
+
+def test_window_scales_to_unit_range_and_path_equals_volume():
+    tensor = preprocess(SAMPLE / "ct_lesion.nii.gz", CT)
+    assert float(tensor.min()) == 0.0 and float(tensor.max()) == 1.0
+    again = preprocess(read_volume(SAMPLE / "ct_lesion.nii.gz"), CT)
+    assert np.array_equal(tensor.numpy(), again.numpy())
+    dicom = preprocess(SAMPLE / "ct_lesion_dicom", CT)
+    assert np.allclose(dicom.affine.numpy(), tensor.affine.numpy())
+
+
+def test_robust_zscore_centres_the_foreground():
+    config = PreprocessConfig(3, (4.0, 4.0, 4.0), (56, 64, 56), intensity="robust_zscore", window=None)
+    tensor = preprocess(SAMPLE / "mr_oblique_dicom", config)
+    values = tensor[0].numpy()
+    foreground = values[values > values.min() + 1.0]
+    assert abs(float(np.median(foreground))) < 0.5
+    assert values.min() >= -5.0 and values.max() <= 5.0
+
+
+def test_dimension_mismatch_and_bad_configs():
+    with pytest.raises(GeometryError, match="a 3D model expects a volume, found a single image"):
+        preprocess(SAMPLE / "cr_chest.dcm", CT)
+    with pytest.raises(GeometryError, match="a 2D model expects a single image"):
+        preprocess(SAMPLE / "ct_lesion.nii.gz", PreprocessConfig(2, (1.0, 1.0), (64, 64)))
+    with pytest.raises(ValueError, match="spacing needs 3 positive values"):
+        PreprocessConfig(3, (1.0, 1.0), (8, 8, 8))
+    with pytest.raises(ValueError, match="intensity must be one of"):
+        PreprocessConfig(3, (1.0, 1.0, 1.0), (8, 8, 8), intensity="magic")
+    with pytest.raises(ValueError, match="needs window"):
+        PreprocessConfig(3, (1.0, 1.0, 1.0), (8, 8, 8), window=None)
+    assert PreprocessConfig.from_dict(CT.to_dict()) == CT
