@@ -151,7 +151,7 @@ def to_meta_tensor(volume: Volume, spatial_dims: int):
     elif volume.shape[2] == 1:
         raise GeometryError(f"a 3D model expects a volume, found a single image of shape {volume.shape}")
     return MetaTensor(
-        torch.from_numpy(np.ascontiguousarray(array[np.newaxis])),
+        torch.from_numpy(np.array(array[np.newaxis], dtype=np.float32, copy=True)),  # Volume arrays are read-only
         affine=torch.tensor(np.array(volume.geometry.affine_ras), dtype=torch.float64),
         meta={"space": "RAS"},
     )

@@ -7,7 +7,7 @@ half the studies hold lesions; sizes and contrasts span small and faint to large
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -49,6 +49,19 @@ class SyntheticTask:
 
     def label(self, index: int, seed: int) -> int:
         return int(self.study(index, seed).has_lesion)
+
+    def matched_pair(self, index: int, seed: int) -> tuple[SyntheticStudy, SyntheticStudy]:
+        """Study ``index`` with 1-2 lesions, and the same patient and noise without them.
+
+        The two differ only by the lesions, which makes training signal clean: a classifier
+        cannot separate a pair by anatomy or noise, only by the lesion.
+        """
+        rng = np.random.default_rng([seed, index])
+        n_lesions = 2 if rng.uniform() < 0.15 else 1
+        noise_seed = int(rng.integers(2**31))
+        positive = self._draw(self, rng, n_lesions, noise_seed)
+        negative = make_study(replace(positive.scene, lesions=()), positive.volume.geometry, seed=noise_seed)
+        return positive, negative
 
 
 def _draw_ct(task: SyntheticTask, rng: np.random.Generator, n_lesions: int, noise_seed: int) -> SyntheticStudy:

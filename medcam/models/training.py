@@ -29,10 +29,12 @@ __all__ = [
     "TrainingResult",
     "TrainingError",
     "load_manifest_data",
+    "make_synthetic_crops",
     "make_synthetic_data",
     "predict_probabilities",
     "split_data",
     "train_classifier",
+    "train_synthetic_task",
 ]
 
 
@@ -81,20 +83,82 @@ def _progress(iterable, *, total: int, desc: str, enabled: bool):
 
 
 def make_synthetic_data(
-    task_name: str, n: int, seed: int, config: PreprocessConfig, *, progress: bool = False
+    task_name: str, n: int, seed: int, config: PreprocessConfig, *, matched_pairs: bool = False, progress: bool = False
 ) -> TrainingData:
-    """Generate ``n`` studies of a synthetic task (see :mod:`medcam.data.tasks`) and preprocess them."""
+    """Generate ``n`` studies of a synthetic task (see :mod:`medcam.data.tasks`) and preprocess them.
+
+    With ``matched_pairs`` the ``n`` studies are ``n // 2`` pairs, each a study with lesions and
+    the same patient and noise without (:meth:`SyntheticTask.matched_pair`).
+    """
     from medcam.data.tasks import get_task
 
     task = get_task(task_name)
     transform = build_transform(config)
     images, labels = [], []
-    for index in _progress(range(n), total=n, desc=f"generating {task_name}", enabled=progress):
-        study = task.study(index, seed)
+
+    def add(study) -> None:
         images.append(preprocess(study.volume, config, transform=transform).as_tensor().to(torch.float16))
         labels.append(int(study.has_lesion))
-    summary = {"source": f"synthetic:{task_name}", "task": task.description, "seed": seed, "n": n}
+
+    count = n // 2 if matched_pairs else n
+    for index in _progress(range(count), total=count, desc=f"generating {task_name}", enabled=progress):
+        if matched_pairs:
+            for study in task.matched_pair(index, seed):
+                add(study)
+        else:
+            add(task.study(index, seed))
+    summary = {
+        "source": f"synthetic:{task_name}", "task": task.description, "seed": seed, "n": len(labels),
+        "matched_pairs": matched_pairs,
+    }
     return TrainingData(torch.stack(images), torch.tensor(labels, dtype=torch.int64), summary)
+
+
+def make_synthetic_crops(
+    task_name: str, n_pairs: int, seed: int, config: PreprocessConfig, crop_size: Sequence[int], *,
+    jitter: float = 0.25, progress: bool = False,
+) -> tuple[TrainingData, TrainingData]:
+    """Lesion-centred crops of matched pairs, and the whole volumes they come from.
+
+    For each pair (:meth:`SyntheticTask.matched_pair`) one crop of ``crop_size`` model voxels
+    is cut around a lesion (shifted by up to ``jitter`` of the crop size, always inside the
+    volume) from the study with lesions, and the same crop from the study without: the two
+    differ only by the lesion. This is how SIANN was trained (on regions of interest); the
+    network is fully convolutional with global average pooling, so it then runs on whole
+    volumes, on which it is fine-tuned (see :func:`train_synthetic_task`).
+
+    Returns ``(crops, volumes)``; both hold ``2 * n_pairs`` samples, half positive.
+    """
+    from medcam.data.tasks import get_task
+    from medcam.transforms import model_geometry
+
+    task = get_task(task_name)
+    transform = build_transform(config)
+    rng = np.random.default_rng([seed, 7])
+    crop = np.asarray(crop_size, dtype=int)
+    crops, volumes, labels = [], [], []
+    for index in _progress(range(n_pairs), total=n_pairs, desc=f"generating {task_name} pairs", enabled=progress):
+        positive, negative = task.matched_pair(index, seed)
+        tensors = [preprocess(study.volume, config, transform=transform) for study in (positive, negative)]
+        grid = model_geometry(tensors[0])
+        lesion = positive.lesions[int(rng.integers(len(positive.lesions)))]
+        centre = grid.world_to_voxel(lesion.center_ras)[: config.spatial_dims]
+        centre = centre + rng.uniform(-jitter, jitter, size=len(crop)) * crop
+        size = np.asarray(tensors[0].shape[1:])
+        low = np.clip(np.rint(centre - crop / 2).astype(int), 0, size - crop)
+        window = (slice(None), *[slice(int(a), int(a + c)) for a, c in zip(low, crop)])
+        for label, tensor in zip((1, 0), tensors):
+            full = tensor.as_tensor().to(torch.float16)
+            volumes.append(full)
+            crops.append(full[window].clone())
+            labels.append(label)
+    summary = {
+        "source": f"synthetic:{task_name}", "task": task.description, "seed": seed, "n": len(labels),
+        "matched_pairs": True,
+    }
+    label_tensor = torch.tensor(labels, dtype=torch.int64)
+    crop_summary = {**summary, "crop_size": [int(c) for c in crop]}
+    return TrainingData(torch.stack(crops), label_tensor, crop_summary), TrainingData(torch.stack(volumes), label_tensor.clone(), summary)
 
 
 def load_manifest_data(
@@ -197,6 +261,8 @@ def train_classifier(
     lr: float = 2e-3,
     seed: int = 0,
     augment: bool = True,
+    initial_state: dict[str, torch.Tensor] | None = None,
+    extra_summary: dict[str, Any] | None = None,
     progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> TrainingResult:
@@ -212,6 +278,8 @@ def train_classifier(
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = GapClassifier(model_config)
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
     counts = torch.tensor(train.counts(num_classes), dtype=torch.float32)
     weights = counts.sum() / (num_classes * counts.clamp(min=1))
     criterion = nn.CrossEntropyLoss(weight=weights)
@@ -223,6 +291,7 @@ def train_classifier(
         "train": {**train.summary, "n": len(train), "class_counts": train.counts(num_classes)},
         "validation": {**val.summary, "n": len(val), "class_counts": val.counts(num_classes)},
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "augment": augment,
+        **(extra_summary or {}),
     }
     best: tuple[float, float] | None = None  # (-validation loss, AUC)
     best_metrics: ClassificationMetrics | None = None
@@ -266,3 +335,53 @@ def train_classifier(
         )
     assert best_metrics is not None
     return TrainingResult(Path(out), best_metrics, best_epoch, history, time.perf_counter() - start)
+
+
+def train_synthetic_task(
+    task_name: str,
+    out: str | Path,
+    *,
+    n_pairs: int = 600,
+    n_val: int = 200,
+    seed: int = 0,
+    crop_size: Sequence[int] | None = None,
+    crop_epochs: int = 30,
+    epochs: int = 5,
+    batch_size: int = 16,
+    lr: float = 3e-3,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> TrainingResult:
+    """The recipe of the bundled models: lesion-centred crops first, then whole volumes.
+
+    Stage 1 trains on crops of matched pairs (:func:`make_synthetic_crops`), where the lesion
+    is a sizeable part of the input; stage 2 fine-tunes the same network on the whole volumes
+    of those pairs, so its scores are calibrated for the input it will see. Validation uses
+    ``n_val`` independent studies drawn with ``seed + 1`` (not pairs, not crops).
+    ``crop_size`` defaults to half the model input per axis.
+    """
+    preprocess_config, model_config, class_names = TASK_DEFAULTS[task_name]
+    crop = tuple(crop_size or (max(8, n // 2) for n in preprocess_config.spatial_size))
+    crops, volumes = make_synthetic_crops(task_name, n_pairs, seed, preprocess_config, crop, progress=progress)
+    val = make_synthetic_data(task_name, n_val, seed + 1, preprocess_config, progress=progress)
+    out = Path(out)
+    stage_one = out.with_name(out.name + ".crops.partial")
+    log(f"stage 1: {len(crops)} lesion-centred crops of {crop} voxels, {crop_epochs} epochs")
+    first = train_classifier(
+        crops, val, model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
+        out=stage_one, epochs=crop_epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress, log=log,
+    )
+    from medcam.models.checkpoint import load_checkpoint
+
+    state = load_checkpoint(stage_one).model.state_dict()
+    stage_one.unlink()
+    log(f"stage 2: {len(volumes)} whole volumes, {epochs} epochs")
+    second = train_classifier(
+        volumes, val, model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
+        out=out, epochs=epochs, batch_size=batch_size, lr=lr / 3, seed=seed + 1, initial_state=state,
+        extra_summary={"recipe": "crops then whole volumes", "stage1": {"crops": len(crops), "crop_size": list(crop),
+                       "epochs": crop_epochs, "best_epoch": first.best_epoch, "seconds": round(first.seconds, 1)}},
+        progress=progress, log=log,
+    )
+    second.seconds += first.seconds
+    return second

@@ -1,0 +1,30 @@
+"""Class Activation Maps: exact CAM for GAP classifiers, the Grad-CAM family and Score-CAM, 2D and 3D.
+
+>>> with create_extractor("gradcam", model) as extractor:   # doctest: +SKIP
+...     result = extractor(x, target=1)
+"""
+
+from medcam.cam.base import CamError, CamExtractor, CamResult
+from medcam.cam.cam import CAM
+from medcam.cam.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from medcam.cam.normalize import normalize
+from medcam.cam.registry import METHODS, CamMethod, create_extractor, default_layer
+from medcam.cam.score import ScoreCAM
+
+__all__ = [
+    "CAM",
+    "METHODS",
+    "CamError",
+    "CamExtractor",
+    "CamMethod",
+    "CamResult",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "HiResCAM",
+    "LayerCAM",
+    "ScoreCAM",
+    "XGradCAM",
+    "create_extractor",
+    "default_layer",
+    "normalize",
+]

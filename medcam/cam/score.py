@@ -1,0 +1,70 @@
+"""Score-CAM (Wang et al., CVPR Workshops 2020), chunked so memory stays bounded.
+
+Each channel ``A_k`` of the target layer is upsampled to the input grid and min-max scaled to
+``H_k`` in [0, 1]; the input masked by it is scored: ``w_k = softmax(f(X * H_k))_c``; the map is
+``M(s) = sum_k w_k A_k(s)`` (raw: no ReLU). Masks are built and scored ``batch_size`` channels
+at a time, never all at once (torchcam materialises every mask: many GB for one 3D volume).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from medcam.cam.base import CamExtractor, upsample
+
+__all__ = ["ScoreCAM"]
+
+# Memory a masked forward is assumed to need per input voxel and channel: the masked input and
+# the model's activations for it (a few feature maps of the input's size, in float32).
+_BYTES_PER_INPUT_VALUE = 4 * 24
+
+
+class ScoreCAM(CamExtractor):
+    """Score-CAM for any model.
+
+    Parameters
+    ----------
+    batch_size : int, optional
+        Masked inputs scored per forward pass; by default as many as fit in ``memory_mb``.
+    memory_mb : float
+        Budget for one chunk (masks, masked inputs and the forward pass on them).
+    """
+
+    method = "scorecam"
+    needs_gradients = False
+
+    def __init__(self, model: nn.Module, layer: str, *, batch_size: int | None = None, memory_mb: float = 1024.0) -> None:
+        super().__init__(model, layer)
+        self.batch_size = batch_size
+        self.memory_mb = memory_mb
+
+    def _chunk(self, x: torch.Tensor) -> int:
+        if self.batch_size is not None:
+            return max(1, int(self.batch_size))
+        per_mask = x[0].numel() * _BYTES_PER_INPUT_VALUE
+        return max(1, int(self.memory_mb * 2**20 // per_mask))
+
+    @torch.no_grad()
+    def _compute(self, x, activation, logits, targets):
+        activation = activation.detach()
+        n_channels = activation.shape[1]
+        chunk = self._chunk(x)
+        maps = []
+        for sample in range(x.shape[0]):
+            acts = activation[sample]  # (K, *S)
+            weights = torch.empty(n_channels, dtype=x.dtype, device=x.device)
+            for first in range(0, n_channels, chunk):
+                masks = upsample(acts[first : first + chunk], x.shape[2:])  # (c, *input)
+                flat = masks.flatten(1)
+                low, high = flat.min(dim=1).values, flat.max(dim=1).values
+                span = torch.where(high > low, high - low, torch.ones_like(high))
+                shape = (-1, *([1] * (masks.dim() - 1)))
+                masks = torch.where((high > low).reshape(shape), (masks - low.reshape(shape)) / span.reshape(shape), torch.zeros_like(masks))
+                masked = x[sample : sample + 1] * masks.unsqueeze(1)  # (c, C, *input)
+                del masks
+                scores = self.model(masked)
+                weights[first : first + chunk] = torch.softmax(scores, dim=1)[:, targets[sample]]
+                del masked, scores
+            maps.append((weights.reshape(-1, *([1] * (acts.dim() - 1))) * acts).sum(dim=0))
+        return torch.stack(maps)
