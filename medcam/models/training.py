@@ -237,6 +237,25 @@ def _check_split(name: str, data: TrainingData, num_classes: int) -> None:
 
 
 @torch.no_grad()
+def _recompute_batch_norm(model: nn.Module, images: torch.Tensor, batch_size: int) -> None:
+    """Batch-norm running statistics as exact averages over ``images`` (train-mode forward passes)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    was_training = model.training
+    model.train()
+    for first in range(0, len(images), batch_size):
+        model(images[first : first + batch_size].float())
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+
+
+@torch.no_grad()
 def predict_probabilities(model: nn.Module, images: torch.Tensor, *, batch_size: int = 16) -> np.ndarray:
     """Softmax probabilities ``(N, C)`` for preprocessed images, in eval mode (restored afterwards)."""
     was_training = model.training
@@ -262,15 +281,22 @@ def train_classifier(
     seed: int = 0,
     augment: bool = True,
     initial_state: dict[str, torch.Tensor] | None = None,
+    select_by: str = "loss",
     extra_summary: dict[str, Any] | None = None,
     progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> TrainingResult:
-    """Train with AdamW and a one-cycle schedule; keep the checkpoint with the lowest validation loss.
+    """Train with AdamW and a one-cycle schedule; keep the best checkpoint on the validation set.
 
     The loss is cross-entropy weighted by inverse class frequency. With ``augment`` each batch is
-    randomly flipped along its spatial axes. Validation metrics use the positive class (index 1)
-    probability at threshold 0.5.
+    randomly flipped along its spatial axes. Training data made of matched pairs (consecutive
+    samples ``2i, 2i + 1``, ``summary["matched_pairs"]``) is batched pair by pair, so every
+    batch holds both halves of its pairs and the gradient sees the lesion and nothing else.
+    After each epoch the batch-norm statistics are recomputed over the whole training set
+    (cumulative average, as ``torch.optim.swa_utils.update_bn``): running averages of sparse
+    lesion features drift, and validation and inference would be miscalibrated. ``select_by``
+    "loss" keeps the lowest validation cross-entropy, "auc" the highest validation AUC.
+    Validation metrics use the positive class (index 1) probability at threshold 0.5.
     """
     num_classes = model_config.num_classes
     _check_split("training", train, num_classes)
@@ -300,7 +326,11 @@ def train_classifier(
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
-        order = torch.randperm(len(train), generator=generator)
+        if train.summary.get("matched_pairs"):
+            pairs = torch.randperm(len(train) // 2, generator=generator)
+            order = torch.stack([2 * pairs, 2 * pairs + 1], dim=1).flatten()
+        else:
+            order = torch.randperm(len(train), generator=generator)
         total_loss = 0.0
         batches = range(0, len(train), batch_size)
         for first in _progress(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", enabled=progress):
@@ -316,11 +346,13 @@ def train_classifier(
             optimizer.step()
             scheduler.step()
             total_loss += float(loss.detach()) * len(index)
+        _recompute_batch_norm(model, train.images, batch_size)
         probabilities = predict_probabilities(model, val.images)
         metrics = classification_metrics(val.labels.numpy() == 1, probabilities[:, 1])
         val_loss = float(nn.functional.nll_loss(torch.log(torch.from_numpy(probabilities).clamp(min=1e-7)), val.labels))
         history.append({"epoch": epoch, "train_loss": total_loss / len(train), "val_loss": val_loss, **metrics.to_dict()})
-        key = (-val_loss, metrics.auc)  # cross-entropy is a proper score: best calibrated and ranked
+        # cross-entropy is a proper score: best calibrated and ranked; AUC only ranks
+        key = (-val_loss, metrics.auc) if select_by == "loss" else (metrics.auc, -val_loss)
         improved = best is None or key > best
         if improved:
             best, best_metrics, best_epoch = key, metrics, epoch
@@ -369,7 +401,8 @@ def train_synthetic_task(
     log(f"stage 1: {len(crops)} lesion-centred crops of {crop} voxels, {crop_epochs} epochs")
     first = train_classifier(
         crops, val, model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
-        out=stage_one, epochs=crop_epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress, log=log,
+        out=stage_one, epochs=crop_epochs, batch_size=batch_size, lr=lr, seed=seed, select_by="auc",
+        progress=progress, log=log,
     )
     from medcam.models.checkpoint import load_checkpoint
 

@@ -1,0 +1,205 @@
+"""CAM cost as a ratio to a plain no-grad forward pass, with MONAI and torchcam timed in the same run.
+
+    python benchmarks/bench_cam.py                          # CPU, 64^3, batch 1 and 2, both models
+    python benchmarks/bench_cam.py --sizes 64 128 --device cuda
+    python benchmarks/bench_cam.py --scorecam-size 48       # Score-CAM vs torchcam (time, peak memory)
+
+For each model (the bundled 3D GAP architecture, MONAI's 3D resnet18), input size and batch size,
+every method is run ``--reps`` times, methods interleaved within each repetition, and the median
+time is divided by the median time of ``model(x)`` under ``torch.no_grad()``. medcam times include
+upsampling the map to the input grid; MONAI's GradCAM upsamples too; torchcam returns maps at
+feature resolution (no upsampling). Peak memory: CUDA's max_memory_allocated on a GPU, the peak
+resident set size above the pre-call level (sampled every 2 ms) on the CPU.
+
+torchcam comes from the optional extra: pip install -e '.[bench]'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import threading
+import time
+from typing import Callable
+
+import torch
+
+from medcam.cam import create_extractor
+from medcam.models import GapClassifier
+from medcam.models.training import TASK_DEFAULTS
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakMemory:
+    """Peak memory of a block: CUDA allocator peak, or sampled RSS above the starting level."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak = 0
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base = _rss_bytes()
+            self.running = True
+            self.thread = threading.Thread(target=self._sample, daemon=True)
+            self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, _rss_bytes() - self.base)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self.base
+        else:
+            self.running = False
+            self.thread.join()
+            self.peak = max(self.peak, _rss_bytes() - self.base)
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, int]:
+    with PeakMemory(device) as memory:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+    return elapsed, memory.peak
+
+
+def _medcam(method: str, model, layer: str, x: torch.Tensor, **options):
+    def run():
+        with create_extractor(method, model, layer, **options) as extractor:
+            return extractor(x, target=1)
+
+    return run
+
+
+def _monai_gradcam(model, layer: str, x: torch.Tensor):
+    from monai.visualize import GradCAM
+
+    def run():
+        return GradCAM(nn_module=model, target_layers=layer, postprocessing=lambda m: m)(x, class_idx=1)
+
+    return run
+
+
+def _torchcam(kind: str, model, layer: str, x: torch.Tensor, **options):
+    from torchcam import methods
+
+    def run():
+        with getattr(methods, kind)(model, target_layer=layer, **options) as extractor:
+            scores = model(x)
+            return extractor([1] * x.shape[0], scores)
+
+    return run
+
+
+def _models(names: list[str]):
+    for name in names:
+        if name == "bundled":
+            _, config, _ = TASK_DEFAULTS["ct3d"]
+            yield name, GapClassifier(config).eval(), "features", True
+        elif name == "resnet18":
+            from monai.networks.nets import resnet18
+
+            yield name, resnet18(spatial_dims=3, n_input_channels=1, num_classes=2).eval(), "layer4", False
+
+
+def bench_gradients(args, device: torch.device) -> None:
+    print(f"\n== gradient methods: ratio to a no-grad forward (median of {args.reps}), peak memory MiB ==")
+    for model_name, model, layer, is_gap in _models(args.models):
+        model = model.to(device)
+        for size in args.sizes:
+            for batch in args.batches:
+                x = torch.randn(batch, 1, size, size, size, device=device, generator=None)
+
+                def forward():
+                    with torch.no_grad():
+                        return model(x)
+
+                runs: dict[str, Callable[[], object]] = {"forward": forward}
+                if is_gap:
+                    runs["cam"] = _medcam("cam", model, layer, x)
+                for method in ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam"):
+                    runs[method] = _medcam(method, model, layer, x)
+                runs["monai GradCAM"] = _monai_gradcam(model, layer, x)
+                if not args.no_torchcam:
+                    runs["torchcam GradCAM (no upsampling)"] = _torchcam("GradCAM", model, layer, x)
+                for run in runs.values():  # warm-up
+                    run()
+                times: dict[str, list[float]] = {name: [] for name in runs}
+                peaks: dict[str, int] = {name: 0 for name in runs}
+                for _ in range(args.reps):
+                    for name, run in runs.items():
+                        elapsed, peak = _timed(run, device)
+                        times[name].append(elapsed)
+                        peaks[name] = max(peaks[name], peak)
+                base = statistics.median(times["forward"])
+                print(f"\n{model_name} {batch}x1x{size}^3 on {device}: forward {base * 1000:.1f} ms")
+                for name in runs:
+                    median = statistics.median(times[name])
+                    print(f"  {name:34s} {median / base:6.2f}x   {peaks[name] / 2**20:8.1f} MiB")
+                monai = statistics.median(times["monai GradCAM"])
+                slowest = max(statistics.median(times[m]) for m in ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam"))
+                print(f"  MONAI GradCAM / slowest medcam gradient method: {monai / slowest:.2f}x")
+
+
+def bench_scorecam(args, device: torch.device) -> None:
+    from monai.networks.nets import resnet18
+
+    size = args.scorecam_size
+    model = resnet18(spatial_dims=3, n_input_channels=1, num_classes=2).eval().to(device)
+    x = torch.randn(1, 1, size, size, size, device=device)
+    print(f"\n== Score-CAM, resnet18 layer4 (512 channels), 1x1x{size}^3 on {device} ==")
+    runs = {"medcam scorecam": _medcam("scorecam", model, "layer4", x, memory_mb=args.scorecam_memory_mb)}
+    if not args.no_torchcam:
+        runs["torchcam ScoreCAM"] = _torchcam("ScoreCAM", model, "layer4", x, batch_size=args.torchcam_batch)
+    results = {}
+    for name, run in runs.items():
+        elapsed, peak = _timed(run, device)
+        results[name] = (elapsed, peak)
+        print(f"  {name:20s} {elapsed:8.1f} s   {peak / 2**20:8.1f} MiB peak")
+    if len(results) == 2:
+        ours, theirs = results["medcam scorecam"], results["torchcam ScoreCAM"]
+        print(f"  time ratio medcam/torchcam {ours[0] / theirs[0]:.2f}, memory ratio {ours[1] / max(theirs[1], 1):.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--models", nargs="+", default=["bundled", "resnet18"], choices=["bundled", "resnet18"])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-torchcam", action="store_true")
+    parser.add_argument("--scorecam-size", type=int, default=0, help="also compare Score-CAM at this input size")
+    parser.add_argument("--scorecam-memory-mb", type=float, default=1024.0)
+    parser.add_argument("--torchcam-batch", type=int, default=32)
+    parser.add_argument("--skip-gradients", action="store_true")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}")
+    if not args.skip_gradients:
+        bench_gradients(args, device)
+    if args.scorecam_size:
+        bench_scorecam(args, device)
+
+
+if __name__ == "__main__":
+    main()
