@@ -13,7 +13,7 @@ from medcam.errors import MedcamError
 EXAMPLES = """examples:
   medcam info sample_data/ct_lesion_dicom        series, geometry and orientation of a DICOM folder
   medcam info sample_data/ct_lesion.nii.gz       the same for a NIfTI file
-  medcam train --synthetic ct3d --n 800 --out ct3d.pt
+  medcam train --synthetic ct3d --out ct3d.pt
                                                  train the 3D lesion classifier on synthetic CT
   medcam train --manifest cohort.csv --spatial-dims 3 --spacing 4 4 5 --size 80 64 40 --out model.pt
                                                  train on your own labelled NIfTI/DICOM (CSV: image,label)
@@ -80,48 +80,50 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from medcam.models import ClassifierConfig
-    from medcam.models.training import (
-        TASK_DEFAULTS,
-        load_manifest_data,
-        make_synthetic_data,
-        split_data,
-        train_classifier,
-    )
-    from medcam.transforms import PreprocessConfig
+    from medcam.models.training import train_synthetic_task
 
     progress = not args.quiet and sys.stderr.isatty()
-    if args.synthetic:
-        preprocess_config, model_config, class_names = TASK_DEFAULTS[args.synthetic]
-        data = make_synthetic_data(args.synthetic, args.n, args.seed, preprocess_config, progress=progress)
-    else:
-        if not (args.spatial_dims and args.spacing and args.size):
-            raise MedcamError("--manifest needs --spatial-dims, --spacing and --size (the model grid)")
-        try:
-            preprocess_config = PreprocessConfig(
-                args.spatial_dims, tuple(args.spacing), tuple(args.size), intensity=args.intensity,
-                window=tuple(args.window) if args.window else None,
-                orientation=None if args.spatial_dims == 2 else "RAS",
-            )
-            class_names = tuple(args.classes)
-            model_config = ClassifierConfig(
-                args.spatial_dims, num_classes=len(class_names), channels=tuple(args.channels),
-                convs_per_stage=(1,) + (2,) * (len(args.channels) - 1),
-            )
-        except ValueError as exc:
-            raise MedcamError(str(exc)) from exc
-        data = load_manifest_data(args.manifest, preprocess_config, class_names, progress=progress)
-    train, val = split_data(data, args.val_fraction, args.seed)
     log = (lambda _line: None) if args.quiet else print
-    log(f"training on {len(train)} cases {train.counts(len(class_names))}, validating on {len(val)} {val.counts(len(class_names))}")
-    result = train_classifier(
-        train, val, model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
-        out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        progress=progress, log=log,
-    )
+    if args.synthetic:
+        result = train_synthetic_task(
+            args.synthetic, args.out, n_pairs=args.n, n_val=args.n_val, seed=args.seed, crop_epochs=args.crop_epochs,
+            epochs=args.epochs or 4, batch_size=args.batch_size, lr=args.lr, progress=progress, log=log,
+        )
+    else:
+        result = _train_manifest(args, progress, log)
     print(f"best epoch {result.best_epoch}: {result.best_metrics}")
     print(f"checkpoint: {result.checkpoint} ({result.seconds:.0f} s)")
     return 0
+
+
+def _train_manifest(args: argparse.Namespace, progress: bool, log):
+    from medcam.models import ClassifierConfig
+    from medcam.models.training import load_manifest_data, split_data, train_classifier
+    from medcam.transforms import PreprocessConfig
+
+    if not (args.spatial_dims and args.spacing and args.size):
+        raise MedcamError("--manifest needs --spatial-dims, --spacing and --size (the model grid)")
+    try:
+        preprocess_config = PreprocessConfig(
+            args.spatial_dims, tuple(args.spacing), tuple(args.size), intensity=args.intensity,
+            window=tuple(args.window) if args.window else None,
+            orientation=None if args.spatial_dims == 2 else "RAS",
+        )
+        class_names = tuple(args.classes)
+        model_config = ClassifierConfig(
+            args.spatial_dims, num_classes=len(class_names), channels=tuple(args.channels),
+            convs_per_stage=(1,) + (2,) * (len(args.channels) - 1),
+        )
+    except ValueError as exc:
+        raise MedcamError(str(exc)) from exc
+    data = load_manifest_data(args.manifest, preprocess_config, class_names, progress=progress)
+    train, val = split_data(data, args.val_fraction, args.seed)
+    log(f"training on {len(train)} cases {train.counts(len(class_names))}, validating on {len(val)} {val.counts(len(class_names))}")
+    return train_classifier(
+        train, val, model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
+        out=args.out, epochs=args.epochs or 15, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        progress=progress, log=log,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,10 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--synthetic", choices=["ct3d", "cr2d"], help="generate a synthetic cohort of this task")
     source.add_argument("--manifest", type=Path, help="CSV with columns image (path) and label")
     train.add_argument("--out", type=Path, required=True, help="checkpoint to write (best validation loss)")
-    train.add_argument("--n", type=int, default=800, help="synthetic cases to generate (default 800)")
+    train.add_argument("--n", type=int, default=800, help="synthetic: matched pairs to generate (default 800)")
+    train.add_argument("--n-val", type=int, default=200, help="synthetic: independent validation studies")
+    train.add_argument("--crop-epochs", type=int, default=25, help="synthetic: epochs on lesion-centred crops")
     train.add_argument("--seed", type=int, default=0, help="seed of data generation, split and training")
     train.add_argument("--val-fraction", type=float, default=0.2)
-    train.add_argument("--epochs", type=int, default=15)
+    train.add_argument("--epochs", type=int, help="epochs (default 15; synthetic: 4 on whole volumes, after the crops)")
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--lr", type=float, default=3e-3)
     train.add_argument("--spatial-dims", type=int, choices=[2, 3], help="manifest: 2D images or 3D volumes")

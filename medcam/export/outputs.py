@@ -1,0 +1,63 @@
+"""Rules every exporter follows: never write inside the input, never overwrite silently, and
+never leave a half-written file (write to a temporary name in the same folder, then rename)."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from pydicom.uid import generate_uid
+
+from medcam.errors import ExportError
+
+__all__ = ["check_output_dir", "partial_path", "atomic_output", "UidFactory"]
+
+
+def check_output_dir(out_dir: str | Path, inputs: list[str | Path]) -> Path:
+    """Create ``out_dir``; refuse it when it lies inside an input folder (or is one)."""
+    out = Path(out_dir).resolve()
+    for source in inputs:
+        source = Path(source).resolve()
+        folder = source if source.is_dir() else source.parent
+        if source.is_dir() and (out == folder or folder in out.parents):
+            raise ExportError(f"{out_dir}: the output folder lies inside the input folder {source}; choose another place")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def partial_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial")
+
+
+@contextmanager
+def atomic_output(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` when the block succeeds.
+
+    Raises ExportError when ``path`` exists and ``overwrite`` is False. On any failure the
+    temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ExportError(f"{path}: already exists; pass overwrite=True (--overwrite) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = partial_path(path)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+class UidFactory:
+    """New DICOM UIDs: fresh by default, or a deterministic function of ``seed`` and a role."""
+
+    def __init__(self, seed: str | None = None) -> None:
+        self.seed = seed
+
+    def uid(self, *role: object) -> str:
+        if self.seed is None:
+            return generate_uid()
+        return generate_uid(entropy_srcs=[self.seed, *map(str, role)])

@@ -1,0 +1,103 @@
+"""DICOM Parametric Map of a heatmap, pixel-aligned with the source series (built with highdicom).
+
+float32 frames, MONOCHROME2, no palette, a Real World Value Mapping; same Rows/Columns and
+ImageOrientationPatient as the source, one frame per source slice in spatial order, each
+frame's ImagePositionPatient copied (as the source's decimal strings) from its source slice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydicom.sr.coding import Code
+
+from medcam import __version__
+from medcam.errors import ExportError
+from medcam.export.outputs import UidFactory, atomic_output
+from medcam.export.source_planes import align_frames_with_sources, source_planes
+from medcam.geometry import Volume
+from medcam.io.dicom import DicomSeries
+
+__all__ = ["write_parametric_map"]
+
+
+def write_parametric_map(
+    heatmap: Volume,
+    series: DicomSeries,
+    path: str | Path,
+    *,
+    uids: UidFactory | None = None,
+    series_number: int = 9001,
+    label: str = "CAM",
+    description: str = "medcam class activation map (raw)",
+    overwrite: bool = False,
+) -> Path:
+    """Write ``heatmap`` (on ``series.volume``'s grid) as a Parametric Map.
+
+    Raises
+    ------
+    ExportError
+        The heatmap is not on the series' grid, the series was resampled (its slices are no
+        longer source slices), or the source has no patient geometry (a radiograph: use the
+        Secondary Capture, NIfTI or PNG outputs).
+    """
+    import highdicom as hd
+
+    uids = uids or UidFactory()
+    planes = source_planes(series, heatmap, "Parametric Map")
+    pixels = np.ascontiguousarray(np.asarray(heatmap.array, dtype=np.float32).transpose(2, 1, 0))  # (k, rows, cols)
+    low, high = float(pixels.min()), float(pixels.max())
+    if not np.isfinite([low, high]).all():
+        raise ExportError("the heatmap holds NaN or infinite values")
+    mapping = hd.pm.RealWorldValueMapping(
+        lut_label=label[:16],
+        lut_explanation=description[:64],
+        unit=Code("1", "UCUM", "no units"),
+        value_range=(low, high if high > low else low + 1.0),
+        slope=1.0,
+        intercept=0.0,
+    )
+    first = planes[0]
+    pm = hd.pm.ParametricMap(
+        source_images=list(series.datasets),
+        pixel_array=pixels,
+        series_instance_uid=uids.uid("pm-series"),
+        series_number=series_number,
+        sop_instance_uid=uids.uid("pm-instance"),
+        instance_number=1,
+        manufacturer="medcam",
+        manufacturer_model_name="medcam",
+        software_versions=__version__,
+        device_serial_number="0",
+        contains_recognizable_visual_features=False,
+        real_world_value_mappings=[mapping],
+        # raw maps often span less than 1: LINEAR_EXACT allows a window narrower than 1
+        voi_lut_transformations=[
+            hd.VOILUTTransformation(
+                window_center=(low + high) / 2, window_width=max(high - low, 1e-6), voi_lut_function="LINEAR_EXACT"
+            )
+        ],
+        content_label=label.upper().replace(" ", "_")[:16],
+        content_description=description[:64],
+        plane_orientation=hd.PlaneOrientationSequence("PATIENT", [float(v) for v in first.orientation]),
+        plane_positions=[hd.PlanePositionSequence("PATIENT", [float(v) for v in plane.position]) for plane in planes],
+        pixel_measures=hd.PixelMeasuresSequence(
+            pixel_spacing=[float(v) for v in first.pixel_spacing],
+            slice_thickness=float(first.thickness) if first.thickness else None,
+            spacing_between_slices=float(heatmap.spacing[2]) if heatmap.shape[2] > 1 else None,
+        ),
+    )
+    # the source's decimal strings exactly (highdicom formats its own) and per-frame references
+    align_frames_with_sources(pm, planes)
+    shared = pm.SharedFunctionalGroupsSequence[0]
+    shared.PlaneOrientationSequence[0].ImageOrientationPatient = list(first.orientation)
+    shared.PixelMeasuresSequence[0].PixelSpacing = list(first.pixel_spacing)
+    source = series.datasets[0]
+    for keyword in ("BodyPartExamined", "PatientAge", "PatientWeight", "PatientSize"):
+        if keyword in source and keyword not in pm:
+            setattr(pm, keyword, source[keyword].value)
+    path = Path(path)
+    with atomic_output(path, overwrite=overwrite) as temporary:
+        pm.save_as(temporary, enforce_file_format=True)
+    return path

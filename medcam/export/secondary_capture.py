@@ -1,0 +1,123 @@
+"""RGB Secondary Capture overlay series: one file per source slice, viewable in every viewer.
+
+Each file is the windowed source slice with the colour heatmap alpha-blended in and a colour
+legend; new SeriesInstanceUID, the source's StudyInstanceUID and FrameOfReferenceUID, patient
+and study attributes copied, ImagePositionPatient / ImageOrientationPatient / PixelSpacing
+copied as strings from its source slice, InstanceNumber in spatial order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+
+from medcam import __version__
+from medcam.errors import ExportError
+from medcam.export.outputs import UidFactory, atomic_output
+from medcam.export.overlay import add_legend, blend, heat_to_unit, source_window, window_to_unit
+from medcam.export.source_planes import source_planes
+from medcam.geometry import Volume
+from medcam.io.dicom import DicomSeries
+
+__all__ = ["write_secondary_capture"]
+
+_PATIENT_STUDY = (
+    "SpecificCharacterSet", "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge",
+    "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
+    "StudyDescription", "FrameOfReferenceUID", "BodyPartExamined", "PositionReferenceIndicator",
+)
+
+
+def write_secondary_capture(
+    heatmap: Volume,
+    series: DicomSeries,
+    folder: str | Path,
+    *,
+    uids: UidFactory | None = None,
+    series_number: int = 9002,
+    description: str = "medcam CAM overlay",
+    colormap: str = "jet",
+    opacity: float = 0.5,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write one RGB Secondary Capture image per slice of ``heatmap`` into ``folder``.
+
+    A source without patient geometry (a radiograph) gets the same overlay without the
+    position attributes.
+    """
+    if not heatmap.geometry.is_close(series.volume.geometry, atol=1e-4):
+        raise ExportError("Secondary Capture: the heatmap is not on the source series' grid")
+    if series.resampled:
+        raise ExportError(f"Secondary Capture: series {series.series_uid} was resampled; its slices are not source slices")
+    if not 0.0 <= opacity <= 1.0:
+        raise ExportError(f"Secondary Capture: opacity must be within 0..1, found {opacity}")
+    try:
+        planes = source_planes(series, heatmap, "Secondary Capture")
+    except ExportError:
+        planes = None  # no patient geometry: overlay without position attributes
+    uids = uids or UidFactory()
+    series_uid = uids.uid("sc-series")
+    low, high = source_window(series.datasets, series.volume.array)
+    heat = heat_to_unit(heatmap.array)
+    source_header = series.datasets[0]
+    folder = Path(folder)
+    paths = []
+    for k in range(heatmap.shape[2]):
+        gray = window_to_unit(series.volume.array[:, :, k].T, low, high)  # (rows, cols)
+        rgb = add_legend(blend(gray, heat[:, :, k].T, colormap=colormap, opacity=opacity), colormap=colormap)
+        ds = Dataset()
+        for keyword in _PATIENT_STUDY:
+            if keyword in source_header:
+                ds[keyword] = source_header[keyword]
+        ds.SOPClassUID = SecondaryCaptureImageStorage
+        ds.SOPInstanceUID = uids.uid("sc-instance", k)
+        ds.Modality = str(source_header.get("Modality", "OT"))
+        ds.SeriesInstanceUID = series_uid
+        ds.SeriesNumber = series_number
+        ds.SeriesDescription = description[:64]
+        ds.InstanceNumber = k + 1
+        ds.ConversionType = "WSD"
+        ds.Manufacturer = "medcam"
+        ds.SoftwareVersions = __version__
+        ds.ImageType = ["DERIVED", "SECONDARY"]
+        ds.BurnedInAnnotation = "NO"
+        ds.PatientOrientation = ""
+        if planes is not None:
+            plane = planes[k]
+            ds.ImagePositionPatient = list(plane.position)
+            ds.ImageOrientationPatient = list(plane.orientation)
+            ds.PixelSpacing = list(plane.pixel_spacing)
+            ds.SliceThickness = plane.thickness or ""
+            ds.SourceImageSequence = [_reference(plane.dataset, plane.frame_index)]
+        ds.SamplesPerPixel = 3
+        ds.PhotometricInterpretation = "RGB"
+        ds.PlanarConfiguration = 0
+        ds.Rows, ds.Columns = rgb.shape[:2]
+        ds.BitsAllocated = 8
+        ds.BitsStored = 8
+        ds.HighBit = 7
+        ds.PixelRepresentation = 0
+        ds.PixelData = np.ascontiguousarray(rgb).tobytes()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        ds.file_meta = meta
+        path = folder / f"SC{k + 1:04d}.dcm"
+        with atomic_output(path, overwrite=overwrite) as temporary:
+            ds.save_as(temporary, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def _reference(source: Dataset, frame_index: int | None) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = source.SOPClassUID
+    item.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    if frame_index is not None:
+        item.ReferencedFrameNumber = frame_index + 1
+    return item

@@ -1,0 +1,83 @@
+"""Optional DICOM Segmentation (BINARY) of the heatmap thresholded at a recorded value (highdicom)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydicom.sr.codedict import codes
+
+from medcam import __version__
+from medcam.errors import ExportError
+from medcam.export.outputs import UidFactory, atomic_output
+from medcam.export.source_planes import align_frames_with_sources, source_planes
+from medcam.geometry import Volume
+from medcam.io.dicom import DicomSeries
+
+__all__ = ["write_segmentation"]
+
+
+def write_segmentation(
+    heatmap: Volume,
+    series: DicomSeries,
+    path: str | Path,
+    *,
+    threshold: float,
+    uids: UidFactory | None = None,
+    series_number: int = 9003,
+    method: str = "cam",
+    overwrite: bool = False,
+) -> Path:
+    """Write ``heatmap >= threshold`` as a BINARY Segmentation aligned with the source slices.
+
+    The threshold is in the map's raw units and is recorded in the segment description and
+    in ContentDescription. Empty frames are kept so frames match source slices one to one.
+    """
+    import highdicom as hd
+
+    planes = source_planes(series, heatmap, "Segmentation")
+    mask = np.ascontiguousarray((np.asarray(heatmap.array) >= threshold).transpose(2, 1, 0)).astype(np.uint8)
+    if not mask.any():
+        raise ExportError(f"Segmentation: no voxel reaches the threshold {threshold:g} (map maximum {float(heatmap.array.max()):g})")
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="medcam", version=__version__, family=codes.cid7162.ArtificialIntelligence,
+        parameters={"method": method, "threshold": f"{threshold:g}"},
+    )
+    segment = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label=f"{method} >= {threshold:g}"[:64],
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Lesion,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+    )
+    uids = uids or UidFactory()
+    first = planes[0]
+    seg = hd.seg.Segmentation(
+        source_images=list(series.datasets),
+        pixel_array=mask,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment],
+        series_instance_uid=uids.uid("seg-series"),
+        series_number=series_number,
+        sop_instance_uid=uids.uid("seg-instance"),
+        instance_number=1,
+        manufacturer="medcam",
+        manufacturer_model_name="medcam",
+        software_versions=__version__,
+        device_serial_number="0",
+        content_description=f"{method} map thresholded at {threshold:g}"[:64],
+        plane_orientation=hd.PlaneOrientationSequence("PATIENT", [float(v) for v in first.orientation]),
+        plane_positions=[hd.PlanePositionSequence("PATIENT", [float(v) for v in plane.position]) for plane in planes],
+        pixel_measures=hd.PixelMeasuresSequence(
+            pixel_spacing=[float(v) for v in first.pixel_spacing],
+            slice_thickness=float(first.thickness) if first.thickness else None,
+            spacing_between_slices=float(heatmap.spacing[2]) if heatmap.shape[2] > 1 else None,
+        ),
+        omit_empty_frames=False,
+    )
+    align_frames_with_sources(seg, planes)
+    path = Path(path)
+    with atomic_output(path, overwrite=overwrite) as temporary:
+        seg.save_as(temporary, enforce_file_format=True)
+    return path

@@ -1,0 +1,105 @@
+"""The source slice behind each slice of a heatmap: its position, orientation and spacing as the
+source's own decimal strings, for exporters that must align with the source pixel for pixel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+
+from medcam.errors import ExportError
+from medcam.geometry import Volume
+from medcam.io.dicom import DicomSeries
+
+__all__ = ["SourcePlane", "source_planes", "set_source_reference", "align_frames_with_sources"]
+
+
+@dataclass(frozen=True)
+class SourcePlane:
+    """Attributes of one source slice, as strings copied from the source header."""
+
+    dataset: Dataset
+    frame_index: int | None
+    position: tuple[str, ...]
+    orientation: tuple[str, ...]
+    pixel_spacing: tuple[str, ...]
+    thickness: str | None  # SliceThickness as written in the source, if any
+
+
+def _item(ds: Dataset, frame: int | None, sequence: str) -> Dataset | None:
+    if frame is None:
+        return ds
+    per_frame = ds.PerFrameFunctionalGroupsSequence[frame]
+    for container in (per_frame, ds.get("SharedFunctionalGroupsSequence", [None])[0]):
+        if container is not None and sequence in container:
+            return container[sequence][0]
+    return None
+
+
+def source_planes(series: DicomSeries, heatmap: Volume, what: str) -> list[SourcePlane]:
+    """One :class:`SourcePlane` per heatmap slice, or an ExportError saying why ``what`` can't align."""
+    if not heatmap.geometry.is_close(series.volume.geometry, atol=1e-4):
+        raise ExportError(f"{what}: the heatmap is not on the source series' grid ({heatmap.geometry} vs {series.volume.geometry})")
+    if series.resampled:
+        raise ExportError(
+            f"{what}: series {series.series_uid} was resampled to a regular grid (a missing slice), so its slices "
+            "are not source slices; a pixel-aligned object cannot be written (NIfTI and PNG outputs still can)"
+        )
+    planes = []
+    for frame in series.frames:
+        ds = series.datasets[frame.dataset_index]
+        position = _item(ds, frame.frame_index, "PlanePositionSequence")
+        orientation = _item(ds, frame.frame_index, "PlaneOrientationSequence")
+        measures = _item(ds, frame.frame_index, "PixelMeasuresSequence")
+        if position is None or "ImagePositionPatient" not in position or orientation is None or "ImageOrientationPatient" not in orientation:
+            raise ExportError(
+                f"{what}: the source ({ds.get('Modality', '?')}) has no ImagePositionPatient/ImageOrientationPatient; "
+                "it cannot be placed in patient space (the Secondary Capture, NIfTI and PNG outputs can)"
+            )
+        thickness = measures.get("SliceThickness") if measures is not None else None
+        planes.append(
+            SourcePlane(
+                dataset=ds,
+                frame_index=frame.frame_index,
+                position=tuple(str(v) for v in position.ImagePositionPatient),
+                orientation=tuple(str(v) for v in orientation.ImageOrientationPatient),
+                pixel_spacing=tuple(str(v) for v in measures.PixelSpacing),
+                thickness=str(thickness) if thickness not in (None, "") else None,
+            )
+        )
+    return planes
+
+
+def set_source_reference(frame_item: Dataset, plane: SourcePlane) -> None:
+    """Point a per-frame functional group item's derivation reference at ``plane``'s source."""
+    derivation = frame_item.get("DerivationImageSequence")
+    if not derivation or "SourceImageSequence" not in derivation[0]:
+        return
+    reference = derivation[0].SourceImageSequence[0]
+    reference.ReferencedSOPClassUID = plane.dataset.SOPClassUID
+    reference.ReferencedSOPInstanceUID = plane.dataset.SOPInstanceUID
+    if plane.frame_index is not None:
+        reference.ReferencedFrameNumber = plane.frame_index + 1
+    elif "ReferencedFrameNumber" in reference:
+        del reference.ReferencedFrameNumber
+    del derivation[0].SourceImageSequence[1:]
+
+
+def align_frames_with_sources(instance: Dataset, planes: list[SourcePlane]) -> None:
+    """Give each frame of a highdicom object its own source slice's strings and reference.
+
+    highdicom may store the frames in an order of its own (it sorts them along the stack), so
+    frames are matched to source planes by position, never by index. Each frame then gets the
+    source's ImagePositionPatient string and a derivation reference to that slice.
+    """
+    import numpy as np
+
+    positions = np.array([[float(v) for v in plane.position] for plane in planes])
+    for item in instance.PerFrameFunctionalGroupsSequence:
+        frame_position = np.array([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient])
+        distances = np.linalg.norm(positions - frame_position, axis=1)
+        index = int(distances.argmin())
+        if distances[index] > 1e-3:
+            raise ExportError(f"a frame at {frame_position.tolist()} matches no source slice (nearest {distances[index]:.4f} mm)")
+        item.PlanePositionSequence[0].ImagePositionPatient = list(planes[index].position)
+        set_source_reference(item, planes[index])

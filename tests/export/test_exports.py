@@ -1,0 +1,224 @@
+"""Every exporter on real files: written, read back, aligned with the source, and valid DICOM."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from medcam.data import axial_geometry, ct_abdomen_scene, make_study, write_dicom_series
+from medcam.errors import ExportError
+from medcam.explain import explain
+from medcam.export.case import write_case_outputs
+from medcam.export.nifti import write_heatmap_nifti
+from medcam.export.outputs import UidFactory, atomic_output, check_output_dir
+from medcam.export.parametric_map import write_parametric_map
+from medcam.export.secondary_capture import write_secondary_capture
+from medcam.export.seg import write_segmentation
+from medcam.geometry import Volume, lps_to_ras
+from medcam.io import read_dicom_series, read_nifti
+from medcam.models import ClassifierConfig, GapClassifier, save_checkpoint, load_checkpoint
+from medcam.transforms import PreprocessConfig
+from tests.conftest import _tool, tree_hash
+
+
+def _blob_heatmap(series, centre_ras, sigma_mm=8.0) -> Volume:
+    geometry = series.volume.geometry
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in geometry.shape], indexing="ij"), axis=-1)
+    distance2 = ((geometry.voxel_to_world(ijk.astype(float)) - centre_ras) ** 2).sum(axis=-1)
+    return Volume((np.exp(-distance2 / (2 * sigma_mm**2)) - 0.1).astype(np.float32), geometry)
+
+
+@pytest.fixture
+def oblique_series(tmp_path):
+    """An oblique, reversed, shuffled CT series and a heatmap peaking at a known patient point."""
+    geometry = axial_geometry((40, 36, 14), (8.0, 8.5, 7.0), rotation_deg=(12.0, -8.0, 20.0))
+    study = make_study(ct_abdomen_scene(np.random.default_rng(2)), geometry, seed=2)
+    write_dicom_series(study.volume, tmp_path / "src", reverse_instance_numbers=True, shuffle_file_names=True)
+    series = read_dicom_series(tmp_path / "src")
+    centre = geometry.voxel_to_world(np.array([17.0, 21.0, 6.0]))
+    return series, _blob_heatmap(series, centre), centre
+
+
+def test_nifti_heatmap_has_the_source_affine_and_a_sidecar(tmp_path, oblique_series):
+    series, heatmap, centre = oblique_series
+    nifti, sidecar = write_heatmap_nifti(heatmap, tmp_path / "out" / "map.nii.gz", sidecar={"method": "cam", "threshold": None})
+    image = nib.load(str(nifti))
+    assert image.get_data_dtype() == np.float32
+    assert np.allclose(image.get_qform(), image.get_sform(), atol=1e-4)
+    assert np.allclose(image.affine, series.volume.geometry.affine_ras, atol=1e-4)
+    volume = read_nifti(nifti)
+    peak = volume.geometry.voxel_to_world(np.array(np.unravel_index(volume.array.argmax(), volume.shape), float))
+    assert np.all(np.abs(volume.geometry.world_to_voxel(peak) - volume.geometry.world_to_voxel(centre)) <= 0.5)
+    assert json.loads(sidecar.read_text())["method"] == "cam"
+    with pytest.raises(ExportError, match="already exists; pass overwrite=True"):
+        write_heatmap_nifti(heatmap, nifti, sidecar={})
+
+
+def test_parametric_map_is_pixel_aligned_and_valid(tmp_path, oblique_series, dciodvfy):
+    series, heatmap, centre = oblique_series
+    path = write_parametric_map(heatmap, series, tmp_path / "pm.dcm")
+    assert dciodvfy(path) == []
+    pm = pydicom.dcmread(path)
+    assert pm.PhotometricInterpretation == "MONOCHROME2" and pm.BitsAllocated == 32
+    assert "FloatPixelData" in pm and "PaletteColorLookupTableSequence" not in pm
+    assert (pm.Rows, pm.Columns, int(pm.NumberOfFrames)) == (36, 40, 14)
+    assert "RealWorldValueMappingSequence" in pm.SharedFunctionalGroupsSequence[0]
+    assert pm.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient == series.datasets[0].ImageOrientationPatient
+    assert pm.StudyInstanceUID == series.datasets[0].StudyInstanceUID and pm.PatientID == series.datasets[0].PatientID
+    assert pm.BodyPartExamined == series.datasets[0].BodyPartExamined
+    frames = pm.pixel_array
+    by_uid = {ds.SOPInstanceUID: k for k, ds in enumerate(series.datasets)}
+    seen = set()
+    for frame, item in enumerate(pm.PerFrameFunctionalGroupsSequence):
+        # each frame names its source slice, carries that slice's position string, and holds its values
+        k = by_uid[item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID]
+        seen.add(k)
+        source = series.datasets[k]
+        assert [str(v) for v in item.PlanePositionSequence[0].ImagePositionPatient] == [str(v) for v in source.ImagePositionPatient]
+        assert np.allclose(frames[frame], heatmap.array[:, :, k].T)
+    assert seen == set(range(14))
+    # the peak frame and pixel map to the blob centre within half a voxel
+    k, row, col = np.unravel_index(frames.argmax(), frames.shape)
+    ipp = np.array([float(v) for v in pm.PerFrameFunctionalGroupsSequence[k].PlanePositionSequence[0].ImagePositionPatient])
+    iop = np.array([float(v) for v in series.datasets[0].ImageOrientationPatient])
+    row_spacing, col_spacing = (float(v) for v in series.datasets[0].PixelSpacing)
+    peak = lps_to_ras(ipp + iop[:3] * col_spacing * col + iop[3:] * row_spacing * row)
+    offset = series.volume.geometry.world_to_voxel(peak) - series.volume.geometry.world_to_voxel(centre)
+    assert np.all(np.abs(offset) <= 0.5)
+
+
+def test_secondary_capture_series_copies_geometry_strings(tmp_path, oblique_series, dciodvfy):
+    series, heatmap, centre = oblique_series
+    from matplotlib import colormaps
+
+    paths = write_secondary_capture(heatmap, series, tmp_path / "sc", colormap="jet", opacity=1.0)
+    assert len(paths) == 14 and dciodvfy(paths[0]) == [] and dciodvfy(paths[-1]) == []
+    top_colour = np.rint(np.array(colormaps["jet"](1.0)[:3]) * 255)  # at opacity 1 the peak pixel is exactly this
+    reddest = []
+    for k, (path, source) in enumerate(zip(paths, series.datasets)):
+        sc = pydicom.dcmread(path)
+        assert sc.SeriesInstanceUID != source.SeriesInstanceUID and sc.StudyInstanceUID == source.StudyInstanceUID
+        assert sc.FrameOfReferenceUID == source.FrameOfReferenceUID and int(sc.InstanceNumber) == k + 1
+        for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+            assert [str(v) for v in sc[keyword].value] == [str(v) for v in source[keyword].value]
+        rgb = sc.pixel_array.astype(float)
+        closeness = -np.linalg.norm(rgb - top_colour, axis=-1)
+        closeness[:, -2 * max(2, rgb.shape[1] // 40) - 1 :] = -np.inf  # ignore the colour legend
+        reddest.append((closeness.max(), k, *np.unravel_index(closeness.argmax(), closeness.shape)))
+    _, k, row, col = max(reddest)
+    # pixel (row, col) of file k is voxel (i = col, j = row, k): compare with the blob centre
+    expected = series.volume.geometry.world_to_voxel(centre)
+    assert np.all(np.abs(np.array([col, row, k]) - expected) <= 0.5 + 1e-6)
+
+
+def test_segmentation_is_binary_thresholded_and_valid(tmp_path, oblique_series, dciodvfy):
+    series, heatmap, _ = oblique_series
+    path = write_segmentation(heatmap, series, tmp_path / "seg.dcm", threshold=0.5)
+    assert dciodvfy(path) == []
+    seg = pydicom.dcmread(path)
+    assert seg.SegmentationType == "BINARY" and int(seg.NumberOfFrames) == 14
+    assert "0.5" in seg.SegmentSequence[0].SegmentLabel
+    assert seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmName == "medcam"
+    assert int(seg.pixel_array.sum()) == int((heatmap.array >= 0.5).sum())
+    with pytest.raises(ExportError, match="no voxel reaches the threshold"):
+        write_segmentation(heatmap, series, tmp_path / "none.dcm", threshold=5.0)
+
+
+def test_dcentvfy_finds_no_inconsistency_between_source_and_outputs(tmp_path, oblique_series):
+    series, heatmap, _ = oblique_series
+    files = [frame.path for frame in series.frames]
+    files.append(write_parametric_map(heatmap, series, tmp_path / "pm.dcm"))
+    files.extend(write_secondary_capture(heatmap, series, tmp_path / "sc")[:3])
+    files.append(write_segmentation(heatmap, series, tmp_path / "seg.dcm", threshold=0.5))
+    result = subprocess.run([_tool("dcentvfy"), *map(str, files)], capture_output=True, text=True, timeout=120)
+    report = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith(("Error", "Warning"))]
+    assert report == []
+
+
+def test_pixel_aligned_outputs_refuse_what_they_cannot_align(tmp_path, ct_study):
+    import warnings
+
+    from medcam.errors import MedcamWarning
+
+    write_dicom_series(ct_study.volume, tmp_path / "gap", drop_slices=[3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MedcamWarning)
+        series = read_dicom_series(tmp_path / "gap", allow_irregular=True)
+    heatmap = Volume(np.zeros(series.volume.shape, np.float32), series.volume.geometry)
+    with pytest.raises(ExportError, match="was resampled to a regular grid"):
+        write_parametric_map(heatmap, series, tmp_path / "pm.dcm")
+    other = Volume(np.zeros((2, 2, 2), np.float32), axial_geometry((2, 2, 2), (1.0, 1.0, 1.0)))
+    with pytest.raises(ExportError, match="not on the source series' grid"):
+        write_secondary_capture(other, series, tmp_path / "sc")
+
+
+def test_output_rules(tmp_path):
+    (tmp_path / "input").mkdir()
+    with pytest.raises(ExportError, match="lies inside the input folder"):
+        check_output_dir(tmp_path / "input" / "out", [tmp_path / "input"])
+    assert check_output_dir(tmp_path / "out", [tmp_path / "input"]).is_dir()
+    target = tmp_path / "out" / "file.bin"
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as temporary:
+            temporary.write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert list((tmp_path / "out").iterdir()) == []
+    assert UidFactory("seed").uid("a") == UidFactory("seed").uid("a") != UidFactory("seed").uid("b")
+    assert UidFactory().uid("a") != UidFactory().uid("a")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    config = PreprocessConfig(3, (8.0, 8.0, 8.0), (48, 48, 24), window=(40.0, 400.0))
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(path, GapClassifier(ClassifierConfig(3, channels=(4, 8), convs_per_stage=(1, 1))), config, ("no", "yes"))
+    return load_checkpoint(path)
+
+
+def test_case_outputs_end_to_end_deterministic_and_input_untouched(tmp_path, ct_study, tiny_checkpoint, dciodvfy):
+    write_dicom_series(ct_study.volume, tmp_path / "in" / "ct")
+    before = tree_hash(tmp_path / "in")
+    series = read_dicom_series(tmp_path / "in" / "ct")
+    explanation = explain(tiny_checkpoint, series.volume, method="gradcam", target=1)
+    runs = []
+    for name in ("a", "b"):
+        outputs = write_case_outputs(
+            explanation, tmp_path / name, source_path=tmp_path / "in" / "ct", series=series,
+            checkpoint_sha256=tiny_checkpoint.sha256, formats=("nifti", "pm", "sc", "seg", "png"),
+            threshold=float(explanation.heatmap.array.max()) / 2, deterministic_uids=True,
+        )
+        assert set(outputs.paths) == {"nifti", "pm", "sc", "seg", "png"} and outputs.notes == []
+        runs.append(outputs)
+    for fmt in ("pm", "seg"):
+        a, b = (pydicom.dcmread(run.paths[fmt][0]) for run in runs)
+        assert a.SOPInstanceUID == b.SOPInstanceUID
+        assert a.get("PixelData") == b.get("PixelData") and a.get("FloatPixelData") == b.get("FloatPixelData")
+        assert dciodvfy(runs[0].paths[fmt][0]) == []
+    sidecar = json.loads(runs[0].paths["nifti"][1].read_text())
+    assert sidecar["method"] == "gradcam" and sidecar["model_checkpoint_sha256"] == tiny_checkpoint.sha256
+    assert sidecar["source_series_uid"] == series.series_uid and "torch" in sidecar["versions"]
+    assert tree_hash(tmp_path / "in") == before
+    fresh = write_case_outputs(explanation, tmp_path / "c", source_path=tmp_path / "in" / "ct", series=series, formats=("pm",))
+    assert pydicom.dcmread(fresh.paths["pm"][0]).SOPInstanceUID != pydicom.dcmread(runs[0].paths["pm"][0]).SOPInstanceUID
+    with pytest.raises(ExportError, match="lies inside the input folder"):
+        write_case_outputs(explanation, tmp_path / "in" / "ct" / "out", source_path=tmp_path / "in" / "ct", series=series)
+
+
+def test_nifti_source_gets_nifti_and_png_only(tmp_path, ct_study, tiny_checkpoint):
+    from medcam.io import write_nifti
+
+    source = write_nifti(ct_study.volume, tmp_path / "ct.nii.gz")
+    volume = read_nifti(source)
+    explanation = explain(tiny_checkpoint, volume)
+    outputs = write_case_outputs(explanation, tmp_path / "out", source_path=source, formats=("nifti", "pm", "png"))
+    assert set(outputs.paths) == {"nifti", "png"} and outputs.notes == ["pm: skipped, the source is not DICOM"]
+    written = nib.load(str(outputs.paths["nifti"][0]))
+    original = nib.load(str(source))
+    assert written.shape == original.shape and np.array_equal(written.affine, original.affine)
+    assert Path(outputs.paths["png"][0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,54 @@
+"""The bundled checkpoints: they load, they detect the bundled lesions, and CAM points at them."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medcam.explain import explain
+from medcam.io import read_nifti
+from medcam.models import load_checkpoint
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+@pytest.fixture(scope="module")
+def ct3d():
+    return load_checkpoint(SAMPLE / "models" / "ct3d.pt")
+
+
+@pytest.fixture(scope="module")
+def cr2d():
+    return load_checkpoint(SAMPLE / "models" / "cr2d.pt")
+
+
+def test_checkpoints_are_small_and_documented(ct3d, cr2d):
+    for checkpoint in (ct3d, cr2d):
+        assert checkpoint.path.stat().st_size < 5 * 2**20
+        training = checkpoint.metadata["training"]
+        assert training["recipe"] == "crops then whole volumes" and training["train"]["source"].startswith("synthetic:")
+        assert checkpoint.metadata["metrics"]["validation"]["auc"] >= 0.9
+    assert ct3d.spatial_dims == 3 and cr2d.spatial_dims == 2
+
+
+@pytest.mark.parametrize(("study", "mask"), [("ct_lesion_dicom", "ct_lesion_dicom_mask.nii.gz"), ("ct_lesion.nii.gz", "ct_lesion_mask.nii.gz")])
+def test_3d_model_detects_the_lesion_and_cam_peaks_inside_it(ct3d, study, mask):
+    explanation = explain(ct3d, SAMPLE / study, method="cam", target=1)
+    assert explanation.probability > 0.5
+    lesion = read_nifti(SAMPLE / mask)
+    assert lesion.geometry.is_close(explanation.heatmap.geometry, atol=1e-4)
+    assert lesion.array[explanation.peak_index] == 1
+
+
+def test_3d_model_on_the_normal_study(ct3d):
+    assert explain(ct3d, SAMPLE / "ct_normal.nii.gz").result.target[0] == 0
+
+
+def test_2d_model_detects_the_nodule(cr2d):
+    explanation = explain(cr2d, SAMPLE / "cr_chest.dcm", method="cam", target=1)
+    assert explanation.probability > 0.5
+    mask = read_nifti(SAMPLE / "cr_chest_mask.nii.gz")
+    # within 2 pixels of the nodule (the map is 16x coarser than the image)
+    hits = np.argwhere(mask.array[:, :, 0])
+    distance = np.min(np.linalg.norm(hits - np.asarray(explanation.peak_index[:2]), axis=1))
+    assert distance <= 2.0
