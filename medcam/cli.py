@@ -11,8 +11,13 @@ from medcam import __version__
 from medcam.errors import MedcamError
 
 EXAMPLES = """examples:
+  medcam demo --out demo_out                     explain every bundled study with the bundled models
+  medcam explain sample_data/ct_lesion_dicom --model sample_data/models/ct3d.pt --out out/ct
+                                                 one study: NIfTI, Parametric Map, overlay series, PNG
   medcam info sample_data/ct_lesion_dicom        series, geometry and orientation of a DICOM folder
   medcam info sample_data/ct_lesion.nii.gz       the same for a NIfTI file
+  medcam evaluate --model sample_data/models/ct3d.pt --synthetic ct3d --n 100 --out eval_ct3d
+                                                 hit rate, energy, deletion/insertion per CAM method
   medcam train --synthetic ct3d --out ct3d.pt
                                                  train the 3D lesion classifier on synthetic CT
   medcam train --manifest cohort.csv --spatial-dims 3 --spacing 4 4 5 --size 80 64 40 --out model.pt
@@ -126,6 +131,152 @@ def _train_manifest(args: argparse.Namespace, progress: bool, log):
     )
 
 
+def _explain_one(checkpoint, source: Path, out: Path, *, method: str, target, formats, threshold, series_uid,
+                 deterministic_uids: bool, overwrite: bool):
+    """Read, explain and export one study; returns (explanation, outputs)."""
+    from medcam.explain import explain
+    from medcam.export.case import write_case_outputs
+    from medcam.io import read_dicom_series, read_nifti
+    from medcam.io.volume import is_nifti_path
+
+    series = None
+    if source.is_file() and is_nifti_path(source):
+        volume = read_nifti(source)
+    else:
+        series = read_dicom_series(source, series_uid)
+        volume = series.volume
+    explanation = explain(checkpoint, volume, method=method, target=target)
+    outputs = write_case_outputs(
+        explanation, out, source_path=source, series=series, checkpoint_sha256=checkpoint.sha256, formats=formats,
+        threshold=threshold, deterministic_uids=deterministic_uids, overwrite=overwrite, name=method.replace("+", "p"),
+    )
+    return explanation, outputs
+
+
+def _parse_formats(text: str) -> tuple[str, ...]:
+    from medcam.export.case import FORMATS
+
+    formats = tuple(f.strip() for f in text.split(",") if f.strip())
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise MedcamError(f"--formats: unknown {unknown or text!r}; choose from {', '.join(FORMATS)}")
+    return formats
+
+
+def _cohort(args: argparse.Namespace, checkpoint, cases, roots=()) -> int:
+    from medcam.cohort import run_cohort
+
+    progress = not args.quiet and sys.stderr.isatty()
+    log = (lambda _line: None) if args.quiet else print
+    summary = run_cohort(
+        cases, checkpoint, args.out, method=args.method, formats=_parse_formats(args.formats), workers=args.workers,
+        force=args.force, deterministic_uids=args.deterministic_uids, input_roots=roots, progress=progress, log=log,
+    )
+    print(summary)
+    return 1 if summary.failed and not args.allow_failures else 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from medcam.cam import CamMethod
+    from medcam.cohort import cases_from_csv, find_cases
+    from medcam.models import load_checkpoint
+
+    CamMethod.from_name(args.method)  # an unknown method fails before any work
+    source = Path(args.input)
+    if not source.exists():
+        raise MedcamError(f"{source}: no such file or folder")
+    checkpoint = load_checkpoint(args.model, device=args.device)
+    if source.is_file() and source.suffix.lower() == ".csv":
+        return _cohort(args, checkpoint, cases_from_csv(source))
+    series_uid = args.series
+    if source.is_dir() and not series_uid:
+        cases = find_cases(source)
+        if len(cases) > 1:
+            return _cohort(args, checkpoint, cases, roots=[source])
+        source, series_uid = cases[0].source, cases[0].series_uid or None
+    target = None
+    if args.target is not None:
+        names = list(checkpoint.class_names)
+        target = names.index(args.target) if args.target in names else int(args.target) if args.target.isdigit() else None
+        if target is None or not 0 <= target < len(names):
+            raise MedcamError(f"--class {args.target!r}: expected one of {names} or 0..{len(names) - 1}")
+    explanation, outputs = _explain_one(
+        checkpoint, source, Path(args.out), method=args.method, target=target, formats=_parse_formats(args.formats),
+        threshold=args.threshold, series_uid=series_uid, deterministic_uids=args.deterministic_uids, overwrite=args.overwrite,
+    )
+    peak = ", ".join(f"{v:.1f}" for v in explanation.peak_lps)
+    print(f"{args.input}: {explanation.target_name} (p={explanation.probability:.3f}), {args.method} peak at LPS ({peak}) mm")
+    for fmt, paths in outputs.paths.items():
+        shown = str(paths[0].parent) + f"/ ({len(paths)} files)" if len(paths) > 2 else ", ".join(str(p) for p in paths)
+        print(f"  {fmt:5s} {shown}")
+    for note in outputs.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def _sample_root(path: Path | None) -> Path:
+    root = path or Path(__file__).resolve().parents[1] / "sample_data"
+    if not (root / "labels.csv").is_file():
+        raise MedcamError(f"{root}: no bundled sample data (labels.csv) there; pass --data DIR")
+    return root
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import csv
+    import time
+
+    from medcam.models import load_checkpoint
+
+    root = _sample_root(args.data)
+    models = {"CT": root / "models" / "ct3d.pt", "CR": root / "models" / "cr2d.pt"}
+    checkpoints = {modality: load_checkpoint(path) for modality, path in models.items()}
+    with open(root / "labels.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    out = Path(args.out)
+    print(f"{'study':18s} {'truth':6s} {'prediction':11s} {'p':>6s}  {'CAM peak, LPS mm':26s} outputs")
+    start = time.perf_counter()
+    for row in rows:
+        checkpoint = checkpoints.get(row["modality"])
+        if checkpoint is None:
+            print(f"{row['case']:18s} skipped: no bundled {row['modality']} model")
+            continue
+        explanation, outputs = _explain_one(
+            checkpoint, root / row["path"], out / row["case"], method="cam", target=None, formats=("nifti", "pm", "sc", "png"),
+            threshold=None, series_uid=None, deterministic_uids=True, overwrite=True,
+        )
+        truth = "lesion" if row["label"] == "1" else "none"
+        peak = "(" + ", ".join(f"{v:.1f}" for v in explanation.peak_lps) + ")"
+        print(f"{row['case']:18s} {truth:6s} {explanation.target_name:11s} {explanation.probability:6.3f}  {peak:26s} "
+              f"{out / row['case']} [{', '.join(outputs.paths)}]")
+    print(f"done in {time.perf_counter() - start:.1f} s; open the *.nii.gz in 3D Slicer or ITK-SNAP, the DICOM "
+          "outputs next to the source series in OHIF, Weasis or Horos, the PNGs anywhere")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import itertools
+
+    from medcam.cam import CamMethod
+    from medcam.evaluation import evaluate, manifest_cases, synthetic_cases, write_report
+    from medcam.models import load_checkpoint
+
+    methods = [CamMethod.from_name(m.strip()).value for m in args.methods.split(",") if m.strip()]
+    checkpoint = load_checkpoint(args.model, device=args.device)
+    if args.synthetic:
+        cases = synthetic_cases(args.synthetic, args.n, args.seed)
+        title = f"{Path(args.model).name} on {args.n} lesion-positive {args.synthetic} studies (seed {args.seed})"
+    else:
+        cases = itertools.islice(manifest_cases(args.manifest), args.n) if args.n else manifest_cases(args.manifest)
+        title = f"{Path(args.model).name} on {args.manifest}"
+    log = (lambda _line: None) if args.quiet else (lambda line: print(line, flush=True))
+    result = evaluate(checkpoint, cases, methods, tolerance_mm=args.tolerance_mm, steps=args.steps,
+                      randomisation_cases=args.randomisation_cases, progress=log)
+    paths = write_report(result, args.out, title=title, gate=args.gate)
+    print(paths["summary_md"].read_text())
+    print("written: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medcam",
@@ -140,14 +291,54 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("path", help="a DICOM folder, a DICOM file or a NIfTI file")
     info.set_defaults(handler=_info)
 
+    demo = commands.add_parser("demo", help="explain the bundled studies with the bundled models")
+    demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
+    demo.add_argument("--data", type=Path, help="sample data folder (default: the bundled one)")
+    demo.set_defaults(handler=_demo)
+
+    explain_cmd = commands.add_parser("explain", help="predict, explain and export one study")
+    explain_cmd.add_argument("input", help="a DICOM folder or file, a NIfTI file, a folder of studies, or a CSV (column image)")
+    explain_cmd.add_argument("--model", type=Path, required=True, help="a medcam checkpoint")
+    explain_cmd.add_argument("--out", type=Path, required=True, help="output folder (not inside the input)")
+    explain_cmd.add_argument("--method", default="cam", help="cam, gradcam, gradcam++, xgradcam, layercam, hirescam, scorecam")
+    explain_cmd.add_argument("--class", dest="target", help="class to explain (name or index; default: predicted)")
+    explain_cmd.add_argument("--formats", default="nifti,pm,sc,png", help="comma list of nifti,pm,sc,seg,png")
+    explain_cmd.add_argument("--threshold", type=float, help="raw map value for the SEG output")
+    explain_cmd.add_argument("--series", help="SeriesInstanceUID, when the folder holds several series")
+    explain_cmd.add_argument("--device", default="cpu", help="cpu or cuda")
+    explain_cmd.add_argument("--deterministic-uids", action="store_true", help="same inputs give the same UIDs")
+    explain_cmd.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    explain_cmd.add_argument("--workers", type=int, default=2, help="cohort: threads reading and writing studies")
+    explain_cmd.add_argument("--force", action="store_true", help="cohort: redo cases already done")
+    explain_cmd.add_argument("--allow-failures", action="store_true", help="cohort: exit 0 even if some cases failed")
+    explain_cmd.add_argument("--quiet", action="store_true", help="no progress bar or per-case lines")
+    explain_cmd.set_defaults(handler=_explain)
+
+    evaluate_cmd = commands.add_parser("evaluate", help="localisation, faithfulness and sanity of the maps, per method")
+    where = evaluate_cmd.add_mutually_exclusive_group(required=True)
+    where.add_argument("--synthetic", choices=["ct3d", "cr2d"], help="lesion-positive synthetic studies of this task")
+    where.add_argument("--manifest", type=Path, help="CSV with columns image and mask")
+    evaluate_cmd.add_argument("--model", type=Path, required=True)
+    evaluate_cmd.add_argument("--out", type=Path, required=True, help="folder for the CSV, Markdown and PNG reports")
+    evaluate_cmd.add_argument("--n", type=int, default=100, help="cases (synthetic: how many to draw)")
+    evaluate_cmd.add_argument("--seed", type=int, default=4242, help="synthetic: a seed not used in training")
+    evaluate_cmd.add_argument("--methods", default="cam,gradcam,gradcam++,xgradcam,layercam,hirescam,scorecam")
+    evaluate_cmd.add_argument("--tolerance-mm", type=float, default=10.0, help="dilation of the mask for the tolerant scores")
+    evaluate_cmd.add_argument("--steps", type=int, default=20, help="deletion/insertion curve steps")
+    evaluate_cmd.add_argument("--randomisation-cases", type=int, default=5)
+    evaluate_cmd.add_argument("--gate", type=float, default=0.5, help="probability gate reported separately")
+    evaluate_cmd.add_argument("--device", default="cpu")
+    evaluate_cmd.add_argument("--quiet", action="store_true")
+    evaluate_cmd.set_defaults(handler=_evaluate)
+
     train = commands.add_parser("train", help="train a GAP lesion classifier (synthetic task or manifest CSV)")
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--synthetic", choices=["ct3d", "cr2d"], help="generate a synthetic cohort of this task")
     source.add_argument("--manifest", type=Path, help="CSV with columns image (path) and label")
     train.add_argument("--out", type=Path, required=True, help="checkpoint to write (best validation loss)")
-    train.add_argument("--n", type=int, default=800, help="synthetic: matched pairs to generate (default 800)")
+    train.add_argument("--n", type=int, default=700, help="synthetic: matched pairs to generate (default 700)")
     train.add_argument("--n-val", type=int, default=200, help="synthetic: independent validation studies")
-    train.add_argument("--crop-epochs", type=int, default=25, help="synthetic: epochs on lesion-centred crops")
+    train.add_argument("--crop-epochs", type=int, default=18, help="synthetic: epochs on lesion-centred crops")
     train.add_argument("--seed", type=int, default=0, help="seed of data generation, split and training")
     train.add_argument("--val-fraction", type=float, default=0.2)
     train.add_argument("--epochs", type=int, help="epochs (default 15; synthetic: 4 on whole volumes, after the crops)")

@@ -94,3 +94,58 @@ def test_train_user_errors(manifest, tmp_path, capsys):
     assert main(["train", "--manifest", str(missing), "--spatial-dims", "2", "--spacing", "1", "1", "--size", "8", "8",
                  "--out", str(tmp_path / "m.pt")]) == 2
     assert "no such manifest file" in capsys.readouterr().err
+
+
+def test_explain_a_dicom_study(tmp_path, capsys):
+    import pydicom
+
+    out = tmp_path / "out"
+    code = main(["explain", str(SAMPLE / "ct_lesion_dicom"), "--model", str(SAMPLE / "models" / "ct3d.pt"),
+                 "--out", str(out), "--formats", "nifti,pm,sc,png", "--class", "lesion", "--deterministic-uids"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "lesion (p=" in printed and "peak at LPS" in printed
+    assert (out / "cam.nii.gz").is_file() and (out / "cam.json").is_file() and (out / "cam.png").is_file()
+    assert pydicom.dcmread(out / "cam_pm.dcm").Modality == "RWV"
+    assert len(list((out / "cam_sc").glob("*.dcm"))) == 40
+
+
+def test_explain_user_errors(tmp_path, capsys):
+    model = str(SAMPLE / "models" / "ct3d.pt")
+    source = str(SAMPLE / "ct_lesion.nii.gz")
+    assert main(["explain", source, "--model", model, "--out", str(tmp_path), "--method", "magic"]) == 2
+    assert "unknown CAM method 'magic'" in capsys.readouterr().err
+    assert main(["explain", source, "--model", model, "--out", str(tmp_path), "--formats", "nifti,jpeg"]) == 2
+    assert "--formats: unknown ['jpeg']" in capsys.readouterr().err
+    assert main(["explain", source, "--model", model, "--out", str(tmp_path), "--class", "tumour"]) == 2
+    assert "--class 'tumour'" in capsys.readouterr().err
+    assert main(["explain", source, "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
+    assert "no such checkpoint file" in capsys.readouterr().err
+    assert main(["explain", str(SAMPLE / "cr_chest.dcm"), "--model", model, "--out", str(tmp_path)]) == 2
+    assert "a 3D model expects a volume, found a single image" in capsys.readouterr().err
+    assert main(["explain", source, "--model", model, "--out", str(tmp_path / "o"), "--formats", "seg"]) == 2
+    assert "needs a threshold" in capsys.readouterr().err
+
+
+def test_demo(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    printed = capsys.readouterr().out
+    for case in ("ct_lesion_dicom", "ct_lesion_nifti", "ct_normal_nifti", "cr_chest"):
+        assert case in printed
+    assert "mr_oblique_dicom   skipped: no bundled MR model" in printed
+    assert (tmp_path / "demo" / "ct_lesion_dicom" / "cam_pm.dcm").is_file()
+
+
+def test_evaluate_small(tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--model", str(SAMPLE / "models" / "ct3d.pt"), "--synthetic", "ct3d", "--n", "2",
+                 "--seed", "777", "--methods", "cam,gradcam", "--steps", "4", "--randomisation-cases", "1",
+                 "--out", str(out), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| cam | 2 |" in printed and "| gradcam | 2 |" in printed
+    for name in ("per_case.csv", "randomisation.csv", "summary.csv", "summary.md", "summary.png"):
+        assert (out / name).is_file()
+    assert main(["evaluate", "--model", str(SAMPLE / "models" / "ct3d.pt"), "--synthetic", "ct3d", "--methods", "magic",
+                 "--out", str(out)]) == 2
+    assert "unknown CAM method 'magic'" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from medcam.export.outputs import atomic_output
 from medcam.export.overlay import heat_to_unit
 from medcam.geometry import Volume, ras_to_lps
 
-__all__ = ["write_figure"]
+__all__ = ["overlay_figure", "write_figure"]
 
 
 def write_figure(
@@ -29,15 +29,33 @@ def write_figure(
     overwrite: bool = False,
 ) -> Path:
     """Write a PNG of ``source`` with ``heatmap`` (same grid) overlaid through the map's peak."""
-    import matplotlib
+    import matplotlib.pyplot as plt
 
-    matplotlib.use("Agg", force=False)
+    figure = overlay_figure(source, heatmap, window=window, title=title, colormap=colormap, opacity=opacity)
+    path = Path(path)
+    with atomic_output(path, overwrite=overwrite) as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
+    plt.close(figure)
+    return path
+
+
+def overlay_figure(
+    source: Volume,
+    heatmap: Volume,
+    *,
+    window: tuple[float, float] | None = None,
+    title: str = "",
+    colormap: str = "jet",
+    opacity: float = 0.45,
+    at: tuple[int, int, int] | None = None,
+):
+    """A matplotlib Figure of the planes through voxel ``at`` (default: the map's peak)."""
     import matplotlib.pyplot as plt
     from matplotlib import colormaps
 
     low, high = window or tuple(float(v) for v in np.percentile(source.array, [1, 99]))
     heat = heat_to_unit(heatmap.array)
-    peak = np.unravel_index(int(np.argmax(heatmap.array)), heatmap.shape)
+    peak = at or np.unravel_index(int(np.argmax(heatmap.array)), heatmap.shape)
     si, sj, sk = source.spacing
     views = [("i-j plane (k = %d)" % peak[2], source.array[:, :, peak[2]].T, heat[:, :, peak[2]].T, sj / si)]
     if source.shape[2] > 1:
@@ -52,10 +70,7 @@ def write_figure(
         axis.set_title(name, fontsize=9)
         axis.axis("off")
     figure.colorbar(image, ax=axes[0].tolist(), fraction=0.025, pad=0.02, label="map / map maximum")
-    peak_lps = ras_to_lps(heatmap.geometry.voxel_to_world(np.asarray(peak, dtype=float)))
-    figure.suptitle(f"{title}\npeak at voxel {tuple(int(v) for v in peak)}, LPS ({', '.join(f'{v:.1f}' for v in peak_lps)}) mm", fontsize=10)
-    path = Path(path)
-    with atomic_output(path, overwrite=overwrite) as temporary:
-        figure.savefig(temporary, format="png", dpi=100)
-    plt.close(figure)
-    return path
+    point_lps = ras_to_lps(heatmap.geometry.voxel_to_world(np.asarray(peak, dtype=float)))
+    where = "peak" if at is None else "cursor"
+    figure.suptitle(f"{title}\n{where} at voxel {tuple(int(v) for v in peak)}, LPS ({', '.join(f'{v:.1f}' for v in point_lps)}) mm", fontsize=10)
+    return figure

@@ -31,8 +31,9 @@ class ClassifierConfig:
     max pooling after it, keeps feature-voxel centres exactly where ``align_corners=False``
     upsampling puts them (no half-voxel drift of the maps). Then stage
     ``s`` is ``convs_per_stage[s]`` 3x3(x3) convolutions of width ``channels[s]`` with batch norm
-    and ReLU, followed by 2x max pooling except after the last stage, whose output is the
-    feature map CAM uses (``stride`` times smaller than the input).
+    and ReLU, followed by 2x max pooling where ``pool_after`` says (by default after every stage
+    but the last). The last stage's output is the feature map CAM uses, ``stride`` times
+    smaller than the input: fewer poolings give finer maps at a higher cost.
     """
 
     spatial_dims: int = 3
@@ -41,11 +42,15 @@ class ClassifierConfig:
     channels: tuple[int, ...] = (16, 32, 64)
     convs_per_stage: tuple[int, ...] = (1, 2, 2)
     stem_stride: int = 2
+    pool_after: tuple[bool, ...] | None = None
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         object.__setattr__(self, "convs_per_stage", tuple(int(c) for c in self.convs_per_stage))
+        if self.pool_after is None:
+            object.__setattr__(self, "pool_after", tuple(s < len(self.channels) - 1 for s in range(len(self.channels))))
+        object.__setattr__(self, "pool_after", tuple(bool(p) for p in self.pool_after))
         problems = []
         if self.spatial_dims not in (2, 3):
             problems.append(f"spatial_dims must be 2 or 3, found {self.spatial_dims}")
@@ -53,6 +58,8 @@ class ClassifierConfig:
             problems.append(f"num_classes must be at least 2, found {self.num_classes}")
         if not self.channels or len(self.channels) != len(self.convs_per_stage):
             problems.append(f"channels {self.channels} and convs_per_stage {self.convs_per_stage} must have one entry per stage")
+        if len(self.pool_after) != len(self.channels):
+            problems.append(f"pool_after {self.pool_after} needs one entry per stage")
         if any(c < 1 for c in (*self.channels, *self.convs_per_stage, self.in_channels, self.stem_stride)):
             problems.append("channel counts and convolutions per stage must be positive")
         if problems:
@@ -61,7 +68,7 @@ class ClassifierConfig:
     @property
     def stride(self) -> int:
         """Ratio of input size to feature-map size."""
-        return self.stem_stride * 2 ** (len(self.channels) - 1)
+        return self.stem_stride * 2 ** sum(self.pool_after)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,7 +106,7 @@ class GapClassifier(nn.Module):
             for _ in range(n_convs):
                 layers += [conv(width, channels, 3, padding=1, bias=False), norm(channels), nn.ReLU(inplace=True)]
                 width = channels
-            if stage < len(config.channels) - 1:
+            if config.pool_after[stage]:
                 layers.append(pool(2))
         self.features = nn.Sequential(*layers)
         self.pooling = nn.AdaptiveAvgPool3d(1) if config.spatial_dims == 3 else nn.AdaptiveAvgPool2d(1)

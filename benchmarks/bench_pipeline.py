@@ -1,0 +1,146 @@
+"""One large CT series from disk to every output, as a ratio to the I/O floor measured in the same run.
+
+    python benchmarks/bench_pipeline.py                    # 512 x 512 x 200, bundled 3D model
+    python benchmarks/bench_pipeline.py --size 256 256 100 # quicker
+
+Stages timed: read the DICOM series (medcam), preprocess, inference + CAM, back-sampling onto
+the 512 x 512 x 200 grid, writing NIfTI (gzip level 1), the Parametric Map and the Secondary
+Capture series. The I/O floor is pydicom reading every source file and decoding its pixels, plus
+plain writes of as many bytes as the outputs hold. Each of the two runs in a fresh child process
+so its peak resident memory (ru_maxrss) is its own; memory is reported as a multiple of the
+float32 size of the volume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+def make_series(folder: Path, size: tuple[int, int, int]) -> None:
+    """A CT-like series of ``size`` voxels: a small phantom upsampled, with fresh noise."""
+    from scipy.ndimage import zoom
+
+    from medcam.data import ct_abdomen_scene, make_study, write_dicom_series
+    from medcam.data.phantoms import axial_geometry
+    from medcam.geometry import Volume
+
+    fov = (380.0, 380.0, 1.5 * size[2])
+    small_shape = (96, 96, max(8, size[2] // 4))
+    small = make_study(
+        ct_abdomen_scene(np.random.default_rng(0), n_lesions=1),
+        axial_geometry(small_shape, tuple(f / n for f, n in zip(fov, small_shape))), seed=0,
+    )
+    factors = [n / m for n, m in zip(size, small_shape)]
+    data = zoom(small.volume.array, factors, order=1).astype(np.float32)
+    data += np.random.default_rng(1).normal(0, 8, data.shape).astype(np.float32)
+    geometry = axial_geometry(size, tuple(f / n for f, n in zip(fov, size)))
+    write_dicom_series(Volume(data, geometry), folder)
+
+
+def child_pipeline(folder: Path, out: Path) -> dict:
+    from medcam.backproject import to_source_grid
+    from medcam.cam import create_extractor
+    from medcam.export.nifti import write_heatmap_nifti
+    from medcam.export.parametric_map import write_parametric_map
+    from medcam.export.secondary_capture import write_secondary_capture
+    from medcam.io import read_dicom_series
+    from medcam.models import load_checkpoint
+    from medcam.transforms import preprocess
+
+    checkpoint = load_checkpoint(SAMPLE / "models" / "ct3d.pt")
+    stages = {}
+    start = time.perf_counter()
+    series = read_dicom_series(folder)
+    stages["read"] = time.perf_counter() - start
+    t = time.perf_counter()
+    model_input = preprocess(series.volume, checkpoint.preprocess_config)
+    stages["preprocess"] = time.perf_counter() - t
+    t = time.perf_counter()
+    with create_extractor("cam", checkpoint.model) as extractor:
+        result = extractor(model_input.as_tensor()[None], target=1)
+    stages["inference + CAM"] = time.perf_counter() - t
+    t = time.perf_counter()
+    heatmap = to_source_grid(result.map[0], model_input, series.volume.geometry)
+    stages["back-sampling"] = time.perf_counter() - t
+    t = time.perf_counter()
+    write_heatmap_nifti(heatmap, out / "cam.nii.gz", sidecar={"method": "cam"})
+    stages["write NIfTI"] = time.perf_counter() - t
+    t = time.perf_counter()
+    write_parametric_map(heatmap, series, out / "pm.dcm")
+    stages["write Parametric Map"] = time.perf_counter() - t
+    t = time.perf_counter()
+    write_secondary_capture(heatmap, series, out / "sc")
+    stages["write Secondary Capture"] = time.perf_counter() - t
+    total = time.perf_counter() - start
+    output_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return {"stages": stages, "total": total, "output_bytes": output_bytes, "voxels": int(np.prod(series.volume.shape)),
+            "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def child_floor(folder: Path, out: Path, output_bytes: int) -> dict:
+    import pydicom
+
+    start = time.perf_counter()
+    for path in sorted(folder.iterdir()):
+        pydicom.dcmread(path).pixel_array  # noqa: B018 - decode, as a reader must
+    read = time.perf_counter() - start
+    t = time.perf_counter()
+    block = os.urandom(1 << 20)
+    with open(out / "floor.bin", "wb") as handle:
+        for _ in range(output_bytes >> 20):
+            handle.write(block)
+        handle.write(block[: output_bytes % (1 << 20)])
+        handle.flush()
+        os.fsync(handle.fileno())
+    write = time.perf_counter() - t
+    return {"read": read, "write": write, "total": read + write, "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def _run_child(mode: str, *args: str) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--child", mode, *args], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, nargs=3, default=[512, 512, 200])
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        mode, folder, out, *rest = args.child
+        result = child_pipeline(Path(folder), Path(out)) if mode == "pipeline" else child_floor(Path(folder), Path(out), int(rest[0]))
+        print(json.dumps(result))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        print(f"making a {args.size[0]}x{args.size[1]}x{args.size[2]} CT series...", flush=True)
+        make_series(tmp / "src", tuple(args.size))
+        (tmp / "out").mkdir()
+        (tmp / "floor").mkdir()
+        pipeline = _run_child("pipeline", str(tmp / "src"), str(tmp / "out"))
+        floor = _run_child("floor", str(tmp / "src"), str(tmp / "floor"), str(pipeline["output_bytes"]))
+    volume_bytes = pipeline["voxels"] * 4
+    print(f"\nI/O floor: read {floor['read']:.2f} s + write {pipeline['output_bytes'] / 2**20:.0f} MiB {floor['write']:.2f} s "
+          f"= {floor['total']:.2f} s")
+    print(f"pipeline: {pipeline['total']:.2f} s = {pipeline['total'] / floor['total']:.2f}x the I/O floor")
+    for name, seconds in pipeline["stages"].items():
+        print(f"  {name:26s} {seconds:7.2f} s  {100 * seconds / pipeline['total']:5.1f}%")
+    print(f"peak resident memory: pipeline {pipeline['maxrss'] / 2**20:.0f} MiB = {pipeline['maxrss'] / volume_bytes:.1f}x "
+          f"the float32 volume ({volume_bytes / 2**20:.0f} MiB); floor process {floor['maxrss'] / 2**20:.0f} MiB")
+    print("NIfTI is written with gzip level 1 (level 9 costs several times more).")
+
+
+if __name__ == "__main__":
+    main()

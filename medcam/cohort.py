@@ -1,0 +1,200 @@
+"""Explain a cohort: every study under a folder (or listed in a CSV), a manifest row per case, resumable.
+
+One model stays in memory; ``workers`` threads read and write studies in parallel while the
+model runs one case at a time. A case that fails is recorded with its error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from medcam.errors import MedcamError
+from medcam.export.case import DEFAULT_FORMATS, write_case_outputs
+from medcam.explain import explain
+from medcam.io import find_series, read_dicom_series, read_nifti
+from medcam.io.volume import is_nifti_path
+from medcam.models.checkpoint import Checkpoint
+
+__all__ = ["Case", "MANIFEST_COLUMNS", "find_cases", "cases_from_csv", "run_cohort", "CohortSummary"]
+
+MANIFEST_COLUMNS = (
+    "case_id", "source", "series_uid", "modality", "prediction", "probability", "peak_lps_mm",
+    "outputs", "status", "error", "seconds",
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One study: a NIfTI file, or one DICOM series (a folder and a SeriesInstanceUID)."""
+
+    case_id: str
+    source: Path
+    series_uid: str = ""
+
+
+def _safe_id(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("_") or "case"
+
+
+def find_cases(root: str | Path) -> list[Case]:
+    """Every NIfTI file and every DICOM image series below ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise MedcamError(f"{root}: expected a folder of studies")
+    cases = [Case(_safe_id(str(p.relative_to(root))), p) for p in sorted(root.rglob("*")) if p.is_file() and is_nifti_path(p)]
+    dicom_files = [p for p in root.rglob("*") if p.is_file() and not is_nifti_path(p) and not p.name.startswith(".")]
+    if dicom_files:
+        from medcam.io.dicom_scan import scan_files
+
+        scan = scan_files(sorted(dicom_files))
+        for info in scan.series:
+            folder = info.files[0].parent
+            label = str(folder.relative_to(root)) if folder != root else root.name
+            suffix = f"_s{info.number}" if sum(1 for s in scan.series if s.files[0].parent == folder) > 1 else ""
+            cases.append(Case(_safe_id(label + suffix), folder, info.uid))
+        for bad in scan.unreadable:
+            cases.append(Case(_safe_id(str(bad.path.relative_to(root))), bad.path))
+    if not cases:
+        raise MedcamError(f"{root}: no NIfTI file or DICOM image series found")
+    return sorted(cases, key=lambda c: c.case_id)
+
+
+def cases_from_csv(path: str | Path) -> list[Case]:
+    """Cases listed in a CSV with an ``image`` column (and optional ``case_id``, ``series_uid``)."""
+    path = Path(path)
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "image" not in rows[0]:
+        raise MedcamError(f"{path}: expected a CSV with an 'image' column and at least one row")
+    cases = []
+    for row in rows:
+        source = Path(row["image"])
+        source = source if source.is_absolute() else path.parent / source
+        cases.append(Case(_safe_id(row.get("case_id") or source.name), source, row.get("series_uid", "") or ""))
+    return cases
+
+
+@dataclass
+class CohortSummary:
+    done: int
+    skipped: int
+    failed: int
+    seconds: float
+    manifest: Path
+
+    def __str__(self) -> str:
+        return (f"{self.done} explained, {self.skipped} already done, {self.failed} failed in {self.seconds:.1f} s; "
+                f"manifest {self.manifest}")
+
+
+def _read_manifest(path: Path) -> dict[str, dict[str, str]]:
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as handle:
+        return {row["case_id"]: row for row in csv.DictReader(handle)}
+
+
+def _complete(row: dict[str, str] | None) -> bool:
+    if not row or row.get("status") != "ok":
+        return False
+    outputs = [Path(p) for p in row.get("outputs", "").split(";") if p]
+    return bool(outputs) and all(p.exists() for p in outputs)
+
+
+def _explain_case(case: Case, checkpoint: Checkpoint, out_dir: Path, model_lock: threading.Lock, *, method: str,
+                  formats: Sequence[str], deterministic_uids: bool, overwrite: bool) -> dict[str, str]:
+    start = time.perf_counter()
+    row = {"case_id": case.case_id, "source": str(case.source), "series_uid": case.series_uid}
+    try:
+        series = None
+        if case.source.is_file() and is_nifti_path(case.source):
+            volume = read_nifti(case.source)
+            row["modality"] = "NIfTI"
+        else:
+            series = read_dicom_series(case.source, case.series_uid or None)
+            volume = series.volume
+            row["series_uid"], row["modality"] = series.series_uid, series.modality
+        with model_lock:  # one model, one case at a time on it; reading and writing run in parallel
+            explanation = explain(checkpoint, volume, method=method)
+        outputs = write_case_outputs(
+            explanation, out_dir / case.case_id, source_path=case.source, series=series,
+            checkpoint_sha256=checkpoint.sha256, formats=formats, deterministic_uids=deterministic_uids,
+            overwrite=overwrite, name=method.replace("+", "p"),
+        )
+        files = [p for paths in outputs.paths.values() for p in paths]
+        row.update(
+            prediction=explanation.target_name, probability=f"{explanation.probability:.4f}",
+            peak_lps_mm=" ".join(f"{v:.2f}" for v in explanation.peak_lps), outputs=";".join(str(p) for p in files),
+            status="ok", error="; ".join(outputs.notes),
+        )
+    except Exception as exc:  # noqa: BLE001 - one bad case must not stop a cohort
+        row.update(status="failed", error=f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+    row["seconds"] = f"{time.perf_counter() - start:.2f}"
+    return {column: row.get(column, "") for column in MANIFEST_COLUMNS}
+
+
+def run_cohort(
+    cases: Sequence[Case],
+    checkpoint: Checkpoint,
+    out_dir: str | Path,
+    *,
+    method: str = "cam",
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    workers: int = 2,
+    force: bool = False,
+    deterministic_uids: bool = True,
+    input_roots: Sequence[str | Path] = (),
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> CohortSummary:
+    """Explain every case into ``out_dir/<case_id>/`` and keep ``out_dir/manifest.csv`` up to date.
+
+    Cases recorded as ``ok`` whose outputs all exist are skipped unless ``force``. The
+    manifest is rewritten (atomically) after every case, so an interrupted run resumes.
+    ``out_dir`` may lie neither in a DICOM series folder nor in any of ``input_roots``.
+    """
+    from tqdm.auto import tqdm
+
+    from medcam.export.outputs import atomic_output, check_output_dir
+
+    out = check_output_dir(out_dir, [*input_roots, *(case.source for case in cases if case.source.is_dir())])
+    manifest_path = out / "manifest.csv"
+    rows = _read_manifest(manifest_path)
+    todo = [case for case in cases if force or not _complete(rows.get(case.case_id))]
+    skipped = len(cases) - len(todo)
+    lock, write_lock = threading.Lock(), threading.Lock()
+    start = time.perf_counter()
+
+    def save() -> None:
+        with write_lock, atomic_output(manifest_path, overwrite=True) as temporary:
+            with open(temporary, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(MANIFEST_COLUMNS))
+                writer.writeheader()
+                writer.writerows(rows[case.case_id] for case in cases if case.case_id in rows)
+
+    failed = 0
+    bar = tqdm(total=len(todo), desc="explaining", disable=not progress, dynamic_ncols=True)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {
+            pool.submit(_explain_case, case, checkpoint, out, lock, method=method, formats=formats,
+                        deterministic_uids=deterministic_uids, overwrite=True): case
+            for case in todo
+        }
+        for future in as_completed(futures):
+            row = future.result()
+            rows[row["case_id"]] = row
+            save()
+            bar.update(1)
+            if row["status"] == "failed":
+                failed += 1
+                log(f"{row['case_id']}: failed: {row['error']}")
+    bar.close()
+    if not todo:
+        save()
+    return CohortSummary(len(todo) - failed, skipped, failed, time.perf_counter() - start, manifest_path)
