@@ -102,7 +102,7 @@ def _torchcam(kind: str, model, layer: str, x: torch.Tensor, **options):
     from torchcam import methods
 
     def run():
-        with getattr(methods, kind)(model, target_layer=layer, **options) as extractor:
+        with getattr(methods, kind)(model, target_layer=layer, input_shape=tuple(x.shape[1:]), **options) as extractor:
             scores = model(x)
             return extractor([1] * x.shape[0], scores)
 

@@ -58,8 +58,10 @@ def find_cases(root: str | Path) -> list[Case]:
             label = str(folder.relative_to(root)) if folder != root else root.name
             suffix = f"_s{info.number}" if sum(1 for s in scan.series if s.files[0].parent == folder) > 1 else ""
             cases.append(Case(_safe_id(label + suffix), folder, info.uid))
-        for bad in scan.unreadable:
-            cases.append(Case(_safe_id(str(bad.path.relative_to(root))), bad.path))
+        series_folders = {info.files[0].parent for info in scan.series}
+        for bad in scan.unreadable:  # a damaged file in a series folder fails that series' case; alone, its own
+            if bad.path.parent not in series_folders:
+                cases.append(Case(_safe_id(str(bad.path.relative_to(root))), bad.path))
     if not cases:
         raise MedcamError(f"{root}: no NIfTI file or DICOM image series found")
     return sorted(cases, key=lambda c: c.case_id)
