@@ -144,9 +144,11 @@ def bench_gradients(args, device: torch.device) -> None:
                     run()
                 times: dict[str, list[float]] = {name: [] for name in runs}
                 peaks: dict[str, int] = {name: 0 for name in runs}
-                for _ in range(args.reps):
-                    for name, run in runs.items():
-                        elapsed, peak = _timed(run, device)
+                names = list(runs)
+                for rep in range(args.reps):
+                    # rotate the order each repetition so no method always runs first (cold caches)
+                    for name in names[rep % len(names) :] + names[: rep % len(names)]:
+                        elapsed, peak = _timed(runs[name], device)
                         times[name].append(elapsed)
                         peaks[name] = max(peaks[name], peak)
                 base = statistics.median(times["forward"])
@@ -166,7 +168,7 @@ def bench_scorecam(args, device: torch.device) -> None:
     model = resnet18(spatial_dims=3, n_input_channels=1, num_classes=2).eval().to(device)
     x = torch.randn(1, 1, size, size, size, device=device)
     print(f"\n== Score-CAM, resnet18 layer4 (512 channels), 1x1x{size}^3 on {device} ==")
-    runs = {"medcam scorecam": _medcam("scorecam", model, "layer4", x, memory_mb=args.scorecam_memory_mb)}
+    runs = {"medcam scorecam": _medcam("scorecam", model, "layer4", x, batch_size=args.scorecam_batch)}
     if not args.no_torchcam:
         runs["torchcam ScoreCAM"] = _torchcam("ScoreCAM", model, "layer4", x, batch_size=args.torchcam_batch)
     results = {}
@@ -188,7 +190,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-torchcam", action="store_true")
     parser.add_argument("--scorecam-size", type=int, default=0, help="also compare Score-CAM at this input size")
-    parser.add_argument("--scorecam-memory-mb", type=float, default=1024.0)
+    parser.add_argument("--scorecam-batch", type=int, default=16, help="medcam Score-CAM masked inputs per forward")
     parser.add_argument("--torchcam-batch", type=int, default=32)
     parser.add_argument("--skip-gradients", action="store_true")
     args = parser.parse_args()

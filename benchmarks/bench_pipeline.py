@@ -7,8 +7,8 @@ Stages timed: read the DICOM series (medcam), preprocess, inference + CAM, back-
 the 512 x 512 x 200 grid, writing NIfTI (gzip level 1), the Parametric Map and the Secondary
 Capture series. The I/O floor is pydicom reading every source file and decoding its pixels, plus
 plain writes of as many bytes as the outputs hold. Each of the two runs in a fresh child process
-so its peak resident memory (ru_maxrss) is its own; memory is reported as a multiple of the
-float32 size of the volume.
+so its peak resident memory (VmHWM) is its own; memory is reported as a multiple of the float32
+size of the volume.
 """
 
 from __future__ import annotations
@@ -49,6 +49,15 @@ def make_series(folder: Path, size: tuple[int, int, int]) -> None:
     write_dicom_series(Volume(data, geometry), folder)
 
 
+def _peak_rss_bytes() -> int:
+    """This process's peak resident set (VmHWM): unlike ru_maxrss it is not inherited across exec."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def child_pipeline(folder: Path, out: Path) -> dict:
     from medcam.backproject import to_source_grid
     from medcam.cam import create_extractor
@@ -86,7 +95,7 @@ def child_pipeline(folder: Path, out: Path) -> dict:
     total = time.perf_counter() - start
     output_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"stages": stages, "total": total, "output_bytes": output_bytes, "voxels": int(np.prod(series.volume.shape)),
-            "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+            "maxrss": _peak_rss_bytes()}
 
 
 def child_floor(folder: Path, out: Path, output_bytes: int) -> dict:
@@ -105,7 +114,7 @@ def child_floor(folder: Path, out: Path, output_bytes: int) -> dict:
         handle.flush()
         os.fsync(handle.fileno())
     write = time.perf_counter() - t
-    return {"read": read, "write": write, "total": read + write, "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    return {"read": read, "write": write, "total": read + write, "maxrss": _peak_rss_bytes()}
 
 
 def _run_child(mode: str, *args: str) -> dict:

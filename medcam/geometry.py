@@ -269,6 +269,50 @@ class Volume:
         )
 
 
+def _axis_mapping(linear: np.ndarray) -> list[int] | None:
+    """For each source axis the one target axis it depends on, when the map is axis-aligned
+    (a permutation with flips and scalings); None for oblique or sheared maps."""
+    scale = np.abs(linear).max()
+    significant = np.abs(linear) > 1e-9 * max(scale, 1.0)
+    if not (np.all(significant.sum(axis=0) == 1) and np.all(significant.sum(axis=1) == 1)):
+        return None
+    return [int(np.flatnonzero(row)[0]) for row in significant]
+
+
+def _resample_separable(array: np.ndarray, shape, src_from_tgt: np.ndarray, axes: list[int], order: int, fill: float) -> np.ndarray:
+    """resample_to for axis-aligned maps: one 1D interpolation per axis (same values as the general
+    path, a fraction of its cost on large grids)."""
+    data = array if order == 0 else array.astype(np.float32, copy=False)
+    inside = np.ones(shape, dtype=bool)
+    # interpolate source axis s along its target axis t, smallest expansion first
+    for s in sorted(range(3), key=lambda a: shape[axes[a]] / max(array.shape[a], 1)):
+        t = axes[s]
+        n = data.shape[s]
+        coordinate = src_from_tgt[s, t] * np.arange(shape[t], dtype=float) + src_from_tgt[s, 3]
+        valid = (coordinate >= -0.5) & (coordinate <= n - 0.5)
+        coordinate = np.clip(coordinate, 0.0, n - 1.0)
+        view = [1, 1, 1]
+        view[t] = shape[t]
+        inside &= valid.reshape(view)
+        if order == 0:
+            data = np.take(data, np.rint(coordinate).astype(np.intp), axis=s)
+        else:
+            low = np.minimum(np.floor(coordinate).astype(np.intp), max(n - 2, 0))
+            weight = (coordinate - low).astype(np.float32)
+            if n == 1:
+                data = np.take(data, np.zeros_like(low), axis=s)
+            else:
+                w_shape = [1, 1, 1]
+                w_shape[s] = shape[t]
+                w = weight.reshape(w_shape)
+                data = np.take(data, low, axis=s) * (1 - w) + np.take(data, low + 1, axis=s) * w
+    # data is indexed by source axes with target lengths; reorder to target axis order
+    out = np.transpose(data, np.argsort(axes)) if axes != [0, 1, 2] else data
+    out = np.array(out, dtype=array.dtype if order == 0 else np.float32)
+    out[~inside] = fill
+    return out
+
+
 # Voxels sampled per chunk in resample_to: bounds the coordinate arrays to ~100 MB.
 _CHUNK_VOXELS = 4_000_000
 
@@ -305,6 +349,9 @@ def resample_to(volume: Volume, target: ImageGeometry, *, order: int = 1, fill: 
 
     source = volume.geometry
     src_from_tgt = np.linalg.inv(source.affine_ras) @ target.affine_ras
+    axes = _axis_mapping(src_from_tgt[:3, :3])
+    if axes is not None:
+        return Volume(_resample_separable(volume.array, target.shape, src_from_tgt, axes, order, fill), target)
     rotation, offset = src_from_tgt[:3, :3], src_from_tgt[:3, 3]
     ni, nj, nk = target.shape
     dtype = volume.array.dtype if order == 0 else np.float32

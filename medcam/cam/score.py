@@ -15,41 +15,31 @@ from medcam.cam.base import CamExtractor, upsample
 
 __all__ = ["ScoreCAM"]
 
-# Memory a masked forward is assumed to need per input voxel and channel: the masked input and
-# the model's activations for it (a few feature maps of the input's size, in float32).
-_BYTES_PER_INPUT_VALUE = 4 * 24
-
-
 class ScoreCAM(CamExtractor):
     """Score-CAM for any model.
 
     Parameters
     ----------
-    batch_size : int, optional
-        Masked inputs scored per forward pass; by default as many as fit in ``memory_mb``.
-    memory_mb : float
-        Budget for one chunk (masks, masked inputs and the forward pass on them).
+    batch_size : int
+        Masked inputs built and scored per forward pass. Peak memory is about ``batch_size``
+        times one forward pass on one input (its activations dominate), whatever the number of
+        channels: lower it for large 3D inputs or big models.
     """
 
     method = "scorecam"
     needs_gradients = False
 
-    def __init__(self, model: nn.Module, layer: str, *, batch_size: int | None = None, memory_mb: float = 1024.0) -> None:
+    def __init__(self, model: nn.Module, layer: str, *, batch_size: int = 16) -> None:
         super().__init__(model, layer)
-        self.batch_size = batch_size
-        self.memory_mb = memory_mb
-
-    def _chunk(self, x: torch.Tensor) -> int:
-        if self.batch_size is not None:
-            return max(1, int(self.batch_size))
-        per_mask = x[0].numel() * _BYTES_PER_INPUT_VALUE
-        return max(1, int(self.memory_mb * 2**20 // per_mask))
+        if batch_size < 1:
+            raise ValueError(f"ScoreCAM: batch_size must be at least 1, found {batch_size}")
+        self.batch_size = int(batch_size)
 
     @torch.no_grad()
     def _compute(self, x, activation, logits, targets):
         activation = activation.detach()
         n_channels = activation.shape[1]
-        chunk = self._chunk(x)
+        chunk = self.batch_size
         maps = []
         for sample in range(x.shape[0]):
             acts = activation[sample]  # (K, *S)
