@@ -190,7 +190,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-torchcam", action="store_true")
     parser.add_argument("--scorecam-size", type=int, default=0, help="also compare Score-CAM at this input size")
-    parser.add_argument("--scorecam-batch", type=int, default=16, help="medcam Score-CAM masked inputs per forward")
+    parser.add_argument("--scorecam-batch", type=int, default=8, help="medcam Score-CAM masked inputs per forward")
     parser.add_argument("--torchcam-batch", type=int, default=32)
     parser.add_argument("--skip-gradients", action="store_true")
     args = parser.parse_args()

@@ -29,7 +29,7 @@ class ScoreCAM(CamExtractor):
     method = "scorecam"
     needs_gradients = False
 
-    def __init__(self, model: nn.Module, layer: str, *, batch_size: int = 16) -> None:
+    def __init__(self, model: nn.Module, layer: str, *, batch_size: int = 8) -> None:
         super().__init__(model, layer)
         if batch_size < 1:
             raise ValueError(f"ScoreCAM: batch_size must be at least 1, found {batch_size}")

@@ -19,19 +19,18 @@ from typing import Sequence
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import (
     CTImageStorage,
     ComputedRadiographyImageStorage,
-    ExplicitVRLittleEndian,
     MRImageStorage,
-    PYDICOM_IMPLEMENTATION_UID,
     RLELossless,
     generate_uid,
 )
 from pydicom.valuerep import format_number_as_ds
 
 from medcam.geometry import Volume
+from medcam.io.dicom_meta import set_file_meta
 
 __all__ = ["StudyInfo", "write_dicom_series", "write_dicom_image"]
 
@@ -128,15 +127,6 @@ def _plane_module(ds: Dataset, affine_lps: np.ndarray, k: int) -> None:
     normal = np.cross(row_dir, col_dir)
     ds.SliceThickness = _ds(abs(float(np.dot(axes[:, 2], normal))))
     ds.SliceLocation = _ds(float(np.dot(position, normal)))
-
-
-def _file_meta(ds: Dataset) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.file_meta = meta
 
 
 def _ct_attributes(ds: Dataset, tilt_deg: float) -> None:
@@ -247,7 +237,7 @@ def write_dicom_series(
         ds.SOPInstanceUID = study.uid("instance", series_number, k)
         _plane_module(ds, affine_lps, k)
         _pixel_module(ds, stored[:, :, k].T)  # pixel rows run along j, columns along i
-        _file_meta(ds)
+        set_file_meta(ds)
         datasets.append(ds)
 
     if multiframe:
@@ -341,6 +331,6 @@ def write_dicom_image(
     ds.WindowCenter = _ds((low + high) / 2)
     ds.WindowWidth = _ds(max(1.0, high - low))
     _pixel_module(ds, stored, "MONOCHROME1" if monochrome1 else "MONOCHROME2")
-    _file_meta(ds)
+    set_file_meta(ds)
     ds.save_as(path, enforce_file_format=True)
     return path

@@ -15,7 +15,7 @@ from pydicom.sr.coding import Code
 from medcam import __version__
 from medcam.errors import ExportError
 from medcam.export.outputs import UidFactory, atomic_output
-from medcam.export.source_planes import align_frames_with_sources, source_planes
+from medcam.export.source_planes import align_frames_with_sources, highdicom_geometry, source_planes
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
 
@@ -58,7 +58,6 @@ def write_parametric_map(
         slope=1.0,
         intercept=0.0,
     )
-    first = planes[0]
     pm = hd.pm.ParametricMap(
         source_images=list(series.datasets),
         pixel_array=pixels,
@@ -80,19 +79,13 @@ def write_parametric_map(
         ],
         content_label=label.upper().replace(" ", "_")[:16],
         content_description=description[:64],
-        plane_orientation=hd.PlaneOrientationSequence("PATIENT", [float(v) for v in first.orientation]),
-        plane_positions=[hd.PlanePositionSequence("PATIENT", [float(v) for v in plane.position]) for plane in planes],
-        pixel_measures=hd.PixelMeasuresSequence(
-            pixel_spacing=[float(v) for v in first.pixel_spacing],
-            slice_thickness=float(first.thickness) if first.thickness else None,
-            spacing_between_slices=float(heatmap.spacing[2]) if heatmap.shape[2] > 1 else None,
-        ),
+        **highdicom_geometry(planes, heatmap),
     )
     # the source's decimal strings exactly (highdicom formats its own) and per-frame references
     align_frames_with_sources(pm, planes)
     shared = pm.SharedFunctionalGroupsSequence[0]
-    shared.PlaneOrientationSequence[0].ImageOrientationPatient = list(first.orientation)
-    shared.PixelMeasuresSequence[0].PixelSpacing = list(first.pixel_spacing)
+    shared.PlaneOrientationSequence[0].ImageOrientationPatient = list(planes[0].orientation)
+    shared.PixelMeasuresSequence[0].PixelSpacing = list(planes[0].pixel_spacing)
     source = series.datasets[0]
     for keyword in ("BodyPartExamined", "PatientAge", "PatientWeight", "PatientSize"):
         if keyword in source and keyword not in pm:

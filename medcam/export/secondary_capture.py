@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+from pydicom.dataset import Dataset
+from pydicom.uid import SecondaryCaptureImageStorage
 
 from medcam import __version__
 from medcam.errors import ExportError
@@ -21,6 +21,7 @@ from medcam.export.overlay import add_legend, blend, heat_to_unit, source_window
 from medcam.export.source_planes import source_planes
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
+from medcam.io.dicom_meta import set_file_meta
 
 __all__ = ["write_secondary_capture"]
 
@@ -101,12 +102,7 @@ def write_secondary_capture(
         ds.HighBit = 7
         ds.PixelRepresentation = 0
         ds.PixelData = np.ascontiguousarray(rgb).tobytes()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds.file_meta = meta
+        set_file_meta(ds)
         path = folder / f"SC{k + 1:04d}.dcm"
         with atomic_output(path, overwrite=overwrite) as temporary:
             ds.save_as(temporary, enforce_file_format=True)

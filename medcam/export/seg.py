@@ -10,7 +10,7 @@ from pydicom.sr.codedict import codes
 from medcam import __version__
 from medcam.errors import ExportError
 from medcam.export.outputs import UidFactory, atomic_output
-from medcam.export.source_planes import align_frames_with_sources, source_planes
+from medcam.export.source_planes import align_frames_with_sources, highdicom_geometry, source_planes
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
 
@@ -52,7 +52,6 @@ def write_segmentation(
         algorithm_identification=algorithm,
     )
     uids = uids or UidFactory()
-    first = planes[0]
     seg = hd.seg.Segmentation(
         source_images=list(series.datasets),
         pixel_array=mask,
@@ -67,13 +66,7 @@ def write_segmentation(
         software_versions=__version__,
         device_serial_number="0",
         content_description=f"{method} map thresholded at {threshold:g}"[:64],
-        plane_orientation=hd.PlaneOrientationSequence("PATIENT", [float(v) for v in first.orientation]),
-        plane_positions=[hd.PlanePositionSequence("PATIENT", [float(v) for v in plane.position]) for plane in planes],
-        pixel_measures=hd.PixelMeasuresSequence(
-            pixel_spacing=[float(v) for v in first.pixel_spacing],
-            slice_thickness=float(first.thickness) if first.thickness else None,
-            spacing_between_slices=float(heatmap.spacing[2]) if heatmap.shape[2] > 1 else None,
-        ),
+        **highdicom_geometry(planes, heatmap),
         omit_empty_frames=False,
     )
     align_frames_with_sources(seg, planes)

@@ -11,7 +11,7 @@ from medcam.errors import ExportError
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
 
-__all__ = ["SourcePlane", "source_planes", "set_source_reference", "align_frames_with_sources"]
+__all__ = ["SourcePlane", "source_planes", "set_source_reference", "align_frames_with_sources", "highdicom_geometry"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +103,19 @@ def align_frames_with_sources(instance: Dataset, planes: list[SourcePlane]) -> N
             raise ExportError(f"a frame at {frame_position.tolist()} matches no source slice (nearest {distances[index]:.4f} mm)")
         item.PlanePositionSequence[0].ImagePositionPatient = list(planes[index].position)
         set_source_reference(item, planes[index])
+
+
+def highdicom_geometry(planes: list[SourcePlane], heatmap: Volume) -> dict:
+    """The plane orientation, per-frame positions and pixel measures highdicom needs, from the source."""
+    import highdicom as hd
+
+    first = planes[0]
+    return {
+        "plane_orientation": hd.PlaneOrientationSequence("PATIENT", [float(v) for v in first.orientation]),
+        "plane_positions": [hd.PlanePositionSequence("PATIENT", [float(v) for v in plane.position]) for plane in planes],
+        "pixel_measures": hd.PixelMeasuresSequence(
+            pixel_spacing=[float(v) for v in first.pixel_spacing],
+            slice_thickness=float(first.thickness) if first.thickness else None,
+            spacing_between_slices=float(heatmap.spacing[2]) if heatmap.shape[2] > 1 else None,
+        ),
+    }
