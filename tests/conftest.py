@@ -41,6 +41,15 @@ def dciodvfy():
     return run_dciodvfy
 
 
+def gaussian_blob(geometry, centre_ras, sigma_mm: float = 6.0, peak: float = 1000.0):
+    """A Volume on ``geometry``: a Gaussian of ``sigma_mm`` centred at ``centre_ras`` (a "lesion")."""
+    from medcam.geometry import Volume
+
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in geometry.shape], indexing="ij"), axis=-1)
+    distance2 = ((geometry.voxel_to_world(ijk.astype(float)) - centre_ras) ** 2).sum(axis=-1)
+    return Volume((peak * np.exp(-distance2 / (2 * sigma_mm**2))).astype(np.float32), geometry)
+
+
 def tree_hash(root: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):

@@ -11,15 +11,14 @@ from medcam.errors import GeometryError
 from medcam.geometry import ImageGeometry, Volume, affine_lps_to_ras
 from medcam.io import read_dicom_series, read_nifti, write_nifti
 from medcam.transforms import PreprocessConfig, preprocess
+from tests.conftest import gaussian_blob
 
 CONFIG_3D = PreprocessConfig(3, (3.0, 3.0, 3.0), (64, 64, 48), window=(500.0, 1000.0))
 CONFIG_2D = PreprocessConfig(2, (2.0, 2.0), (96, 96), window=(500.0, 1000.0), orientation=None)
 
 
-def _blob(geometry: ImageGeometry, centre_ras, sigma_mm=6.0) -> Volume:
-    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in geometry.shape], indexing="ij"), axis=-1)
-    distance2 = ((geometry.voxel_to_world(ijk.astype(float)) - centre_ras) ** 2).sum(axis=-1)
-    return Volume((1000.0 * np.exp(-distance2 / (2 * sigma_mm**2))).astype(np.float32), geometry)
+def _blob(geometry: ImageGeometry, centre_ras) -> Volume:
+    return gaussian_blob(geometry, centre_ras, sigma_mm=6.0)
 
 
 def _check(volume: Volume, centre_ras, config=CONFIG_3D):

@@ -15,15 +15,14 @@ from medcam.export.secondary_capture import write_secondary_capture
 from medcam.geometry import ImageGeometry, Volume, affine_lps_to_ras, lps_to_ras
 from medcam.io import read_dicom_series, read_nifti, write_nifti
 from medcam.transforms import PreprocessConfig, preprocess
+from tests.conftest import gaussian_blob
 
 CONFIG_3D = PreprocessConfig(3, (3.0, 3.0, 3.0), (72, 72, 56), window=(500.0, 1000.0))
 CONFIG_2D = PreprocessConfig(2, (2.0, 2.0), (112, 112), window=(500.0, 1000.0), orientation=None)
 
 
-def _blob(geometry, centre_ras, sigma_mm=7.0):
-    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in geometry.shape], indexing="ij"), axis=-1)
-    distance2 = ((geometry.voxel_to_world(ijk.astype(float)) - centre_ras) ** 2).sum(axis=-1)
-    return Volume((1000.0 * np.exp(-distance2 / (2 * sigma_mm**2))).astype(np.float32), geometry)
+def _blob(geometry, centre_ras):
+    return gaussian_blob(geometry, centre_ras, sigma_mm=7.0)
 
 
 def _perfect_map(source: Volume, config) -> Volume:
