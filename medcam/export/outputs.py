@@ -12,7 +12,7 @@ from pydicom.uid import generate_uid
 
 from medcam.errors import ExportError
 
-__all__ = ["check_output_dir", "partial_path", "atomic_output", "UidFactory"]
+__all__ = ["check_output_dir", "partial_path", "atomic_output", "UidFactory", "derived_object_identity"]
 
 
 def check_output_dir(out_dir: str | Path, inputs: list[str | Path]) -> Path:
@@ -61,3 +61,19 @@ class UidFactory:
         if self.seed is None:
             return generate_uid()
         return generate_uid(entropy_srcs=[self.seed, *map(str, role)])
+
+
+def derived_object_identity(uids: UidFactory, kind: str, series_number: int) -> dict:
+    """The new-series, new-instance and equipment arguments every highdicom object medcam writes takes."""
+    from medcam import __version__
+
+    return {
+        "series_instance_uid": uids.uid(f"{kind}-series"),
+        "series_number": series_number,
+        "sop_instance_uid": uids.uid(f"{kind}-instance"),
+        "instance_number": 1,
+        "manufacturer": "medcam",
+        "manufacturer_model_name": "medcam",
+        "software_versions": __version__,
+        "device_serial_number": "0",
+    }

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 from pydicom.sr.coding import Code
 
-from medcam import __version__
 from medcam.errors import ExportError
-from medcam.export.outputs import UidFactory, atomic_output
+from medcam.export.outputs import UidFactory, atomic_output, derived_object_identity
 from medcam.export.source_planes import align_frames_with_sources, highdicom_geometry, source_planes
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
@@ -61,14 +60,7 @@ def write_parametric_map(
     pm = hd.pm.ParametricMap(
         source_images=list(series.datasets),
         pixel_array=pixels,
-        series_instance_uid=uids.uid("pm-series"),
-        series_number=series_number,
-        sop_instance_uid=uids.uid("pm-instance"),
-        instance_number=1,
-        manufacturer="medcam",
-        manufacturer_model_name="medcam",
-        software_versions=__version__,
-        device_serial_number="0",
+        **derived_object_identity(uids, "pm", series_number),
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
         # raw maps often span less than 1: LINEAR_EXACT allows a window narrower than 1

@@ -9,7 +9,7 @@ from pydicom.sr.codedict import codes
 
 from medcam import __version__
 from medcam.errors import ExportError
-from medcam.export.outputs import UidFactory, atomic_output
+from medcam.export.outputs import UidFactory, atomic_output, derived_object_identity
 from medcam.export.source_planes import align_frames_with_sources, highdicom_geometry, source_planes
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
@@ -57,14 +57,7 @@ def write_segmentation(
         pixel_array=mask,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[segment],
-        series_instance_uid=uids.uid("seg-series"),
-        series_number=series_number,
-        sop_instance_uid=uids.uid("seg-instance"),
-        instance_number=1,
-        manufacturer="medcam",
-        manufacturer_model_name="medcam",
-        software_versions=__version__,
-        device_serial_number="0",
+        **derived_object_identity(uids, "seg", series_number),
         content_description=f"{method} map thresholded at {threshold:g}"[:64],
         **highdicom_geometry(planes, heatmap),
         omit_empty_frames=False,
