@@ -198,19 +198,23 @@ def read_dicom_series(
     if planes[0].pixel_spacing is None:
         warnings.warn(f"{series_name}: no PixelSpacing or ImagerPixelSpacing; 1 mm pixels assumed", MedcamWarning, stacklevel=2)
 
+    # one float32 volume, filled plane by plane; each file's pixel data is dropped once decoded
+    first = datasets[planes[layout.order[0]].dataset_index]
+    array = np.empty((int(first.Columns), int(first.Rows), len(layout.order)), dtype=np.float32)
     decoded: dict[int, np.ndarray] = {}
-    slices = []
-    for plane_index in layout.order:
+    for k, plane_index in enumerate(layout.order):
         plane = planes[plane_index]
         ds = datasets[plane.dataset_index]
         if plane.dataset_index not in decoded:
             n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
             decoded[plane.dataset_index] = _decode(ds, info.files[plane.dataset_index], n_frames)
+            del ds.PixelData
         pixels = decoded[plane.dataset_index][plane.frame_index or 0]
-        slices.append(_plane_values(ds, pixels, plane).T)  # (rows, cols) -> (i = column, j = row)
+        array[:, :, k] = _plane_values(ds, pixels, plane).T  # (rows, cols) -> (i = column, j = row)
+        if plane.frame_index is None:  # a single-frame file: its one plane is done
+            del decoded[plane.dataset_index]
     decoded.clear()
 
-    array = np.stack(slices, axis=-1)
     if layout.resampling is not None:
         array = np.stack([(1 - w) * array[..., a] + w * array[..., b] for a, b, w in layout.resampling], axis=-1)
     volume = Volume.from_array(array.astype(np.float32, copy=False), affine_lps_to_ras(layout.affine_lps))
@@ -223,9 +227,6 @@ def read_dicom_series(
         order = [frame.dataset_index for frame in frames]
         datasets = [datasets[i] for i in order]
         frames = tuple(SourceFrame(k, None, f.path) for k, f in enumerate(frames))
-    for ds in datasets:
-        if "PixelData" in ds:
-            del ds.PixelData
     return DicomSeries(
         volume=volume,
         datasets=tuple(datasets),
