@@ -1,0 +1,60 @@
+"""gzip written by several threads at once, as one ordinary gzip member (the pigz layout).
+
+The data is cut into blocks; each block is deflated on its own by a thread (zlib releases the
+GIL) and ends with a sync flush, which byte-aligns it, so the blocks concatenate into one valid
+deflate stream; the last ends the stream. The CRC-32 and length in the trailer cover the whole
+data. Any gzip reader (``gzip``, zlib's ``gzread``, nibabel, ITK) reads the file as usual.
+Blocks do not share a dictionary: the file is a fraction of a percent larger than a serial one.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import BinaryIO, Iterable
+
+__all__ = ["write_gzip"]
+
+_HEADER = b"\x1f\x8b\x08\x00" + b"\x00\x00\x00\x00" + b"\x00\xff"  # deflate, no flags, mtime 0, OS unknown
+
+
+def _deflate(block: bytes, level: int, last: bool) -> bytes:
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(block) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
+def write_gzip(handle: BinaryIO, blocks: Iterable[bytes], *, level: int = 1, workers: int | None = None) -> int:
+    """Write ``blocks`` (in order) to ``handle`` as one gzip member; returns the compressed size.
+
+    At most ``2 * workers`` blocks are in memory at once, so memory stays bounded whatever the
+    data size. ``workers`` defaults to the number of CPUs.
+    """
+    workers = max(1, workers or os.cpu_count() or 1)
+    crc, size, written = 0, 0, 0
+    handle.write(_HEADER)
+    written += len(_HEADER)
+    iterator = iter(blocks)
+    pending: list = []
+    blocks_seen = 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        block = next(iterator, None)
+        while block is not None:
+            following = next(iterator, None)
+            crc = zlib.crc32(block, crc)
+            size += len(block)
+            pending.append(pool.submit(_deflate, block, level, following is None))
+            blocks_seen += 1
+            block = following
+            while len(pending) > 2 * workers or (block is None and pending):
+                data = pending.pop(0).result()
+                handle.write(data)
+                written += len(data)
+    if not blocks_seen:  # an empty stream still needs its final block
+        data = _deflate(b"", level, True)
+        handle.write(data)
+        written += len(data)
+    trailer = struct.pack("<II", crc & 0xFFFFFFFF, size & 0xFFFFFFFF)
+    handle.write(trailer)
+    return written + len(trailer)
