@@ -6,7 +6,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["window_to_unit", "source_window", "heat_to_unit", "blend", "add_legend"]
+__all__ = ["window_to_unit", "window_to_levels", "to_levels", "source_window", "heat_to_unit", "blend", "draw_legend"]
 
 
 def source_window(datasets, volume_array: np.ndarray) -> tuple[float, float]:
@@ -33,6 +33,18 @@ def window_to_unit(values: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip((np.asarray(values, dtype=np.float32) - low) / (high - low), 0.0, 1.0)
 
 
+def to_levels(unit: np.ndarray) -> np.ndarray:
+    """Values in 0..1 -> 8-bit levels 0..255 (uint8), rounded to nearest."""
+    return np.rint(np.clip(np.asarray(unit, dtype=np.float32), 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+
+
+def window_to_levels(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Source values -> 8-bit display levels of the window ``low..high``."""
+    scale = np.float32(255.0 / (high - low))
+    levels = (np.asarray(values, dtype=np.float32) - np.float32(low)) * scale
+    return np.rint(np.clip(levels, 0.0, 255.0, out=levels), out=levels).astype(np.uint8)
+
+
 def heat_to_unit(heatmap: np.ndarray, *, vmax: float | None = None) -> np.ndarray:
     """Raw map -> [0, 1]: negative evidence 0, the volume's maximum (or ``vmax``) 1. Never inverted."""
     top = float(np.max(heatmap)) if vmax is None else float(vmax)
@@ -49,25 +61,38 @@ def _lut(colormap: str) -> np.ndarray:
     return colormaps[colormap](np.linspace(0.0, 1.0, 256))[:, :3].astype(np.float32)
 
 
+@lru_cache(maxsize=8)
+def _blend_table(colormap: str, opacity: float, threshold: float) -> np.ndarray:
+    """Every blend of an 8-bit gray level ``g`` with an 8-bit heat level ``h``, as RGB uint8 at
+    row ``256 g + h`` of a (65536, 3) table."""
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    alpha = np.where(levels >= threshold, opacity * levels, 0.0)[None, :, None]  # per heat level
+    rgb = (1.0 - alpha) * levels[:, None, None] + alpha * _lut(colormap)[None, :, :].astype(np.float64)
+    table = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8).reshape(256 * 256, 3)
+    table.flags.writeable = False
+    return table
+
+
 def blend(gray: np.ndarray, heat: np.ndarray, *, colormap: str = "jet", opacity: float = 0.5, threshold: float = 0.2) -> np.ndarray:
-    """RGB uint8 of ``gray`` (0..1) with ``heat`` (0..1) coloured by ``colormap``.
+    """RGB uint8 of ``gray`` with ``heat`` coloured by ``colormap``; both in 0..1, or already 8-bit
+    levels (uint8, as :func:`to_levels` makes them).
 
     Each pixel's alpha is ``opacity`` times its heat, and 0 below ``threshold``, so the
-    anatomy stays visible where the map is low.
+    anatomy stays visible where the map is low. Both inputs are taken at 8-bit precision (what an
+    8-bit image can show), so the blend is one lookup in a table of all 65536 pairs.
     """
-    heat = np.asarray(heat, dtype=np.float32)
-    colours = _lut(colormap)[np.rint(heat * 255).astype(np.uint8)]
-    alpha = np.where(heat >= threshold, np.float32(opacity) * heat, np.float32(0.0))[..., None]
-    rgb = (1.0 - alpha) * np.asarray(gray, dtype=np.float32)[..., None] + alpha * colours
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    gray = gray if np.asarray(gray).dtype == np.uint8 else to_levels(gray)
+    heat = heat if np.asarray(heat).dtype == np.uint8 else to_levels(heat)
+    index = (np.asarray(gray).astype(np.intp) << 8) | np.asarray(heat)
+    return np.take(_blend_table(colormap, float(opacity), float(threshold)), index, axis=0)
 
 
-def add_legend(rgb: np.ndarray, *, colormap: str = "jet") -> np.ndarray:
-    """A vertical colour bar (high at the top) in the right margin of an (rows, cols, 3) image."""
+def draw_legend(rgb: np.ndarray, *, colormap: str = "jet") -> np.ndarray:
+    """Draw a vertical colour bar (high at the top) in the right margin of an (rows, cols, 3) uint8
+    image, in place; returns ``rgb``."""
     rows, cols = rgb.shape[:2]
     height, width = max(8, rows // 3), max(2, cols // 40)
     top, left = rows // 20, cols - width - max(1, cols // 40)
     ramp = np.linspace(1.0, 0.0, height)[:, None].repeat(width, axis=1)
-    out = rgb.copy()
-    out[top : top + height, left : left + width] = np.rint(_lut(colormap)[np.rint(ramp * 255).astype(np.uint8)] * 255).astype(np.uint8)
-    return out
+    rgb[top : top + height, left : left + width] = np.rint(_lut(colormap)[np.rint(ramp * 255).astype(np.uint8)] * 255).astype(np.uint8)
+    return rgb

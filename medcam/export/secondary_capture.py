@@ -17,7 +17,7 @@ from pydicom.uid import SecondaryCaptureImageStorage
 from medcam import __version__
 from medcam.errors import ExportError
 from medcam.export.outputs import UidFactory, atomic_output
-from medcam.export.overlay import add_legend, blend, heat_to_unit, source_window, window_to_unit
+from medcam.export.overlay import blend, draw_legend, heat_to_unit, source_window, to_levels, window_to_levels
 from medcam.export.source_planes import source_planes
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
@@ -60,32 +60,17 @@ def write_secondary_capture(
     except ExportError:
         planes = None  # no patient geometry: overlay without position attributes
     uids = uids or UidFactory()
-    series_uid = uids.uid("sc-series")
     low, high = source_window(series.datasets, series.volume.array)
-    heat = heat_to_unit(heatmap.array)
-    source_header = series.datasets[0]
+    heat = to_levels(heat_to_unit(heatmap.array))  # 8-bit levels: what the overlay can show
+    ds = _series_template(series.datasets[0], uids.uid("sc-series"), series_number, description)
     folder = Path(folder)
     paths = []
     for k in range(heatmap.shape[2]):
-        gray = window_to_unit(series.volume.array[:, :, k].T, low, high)  # (rows, cols)
-        rgb = add_legend(blend(gray, heat[:, :, k].T, colormap=colormap, opacity=opacity), colormap=colormap)
-        ds = Dataset()
-        for keyword in _PATIENT_STUDY:
-            if keyword in source_header:
-                ds[keyword] = source_header[keyword]
-        ds.SOPClassUID = SecondaryCaptureImageStorage
+        gray = window_to_levels(series.volume.array[:, :, k].T, low, high)  # (rows, cols)
+        rgb = draw_legend(blend(gray, heat[:, :, k].T, colormap=colormap, opacity=opacity), colormap=colormap)
+        # one dataset serves every slice: only these attributes change from file to file
         ds.SOPInstanceUID = uids.uid("sc-instance", k)
-        ds.Modality = str(source_header.get("Modality", "OT"))
-        ds.SeriesInstanceUID = series_uid
-        ds.SeriesNumber = series_number
-        ds.SeriesDescription = description[:64]
         ds.InstanceNumber = k + 1
-        ds.ConversionType = "WSD"
-        ds.Manufacturer = "medcam"
-        ds.SoftwareVersions = __version__
-        ds.ImageType = ["DERIVED", "SECONDARY"]
-        ds.BurnedInAnnotation = "NO"
-        ds.PatientOrientation = ""
         if planes is not None:
             plane = planes[k]
             ds.ImagePositionPatient = list(plane.position)
@@ -93,21 +78,41 @@ def write_secondary_capture(
             ds.PixelSpacing = list(plane.pixel_spacing)
             ds.SliceThickness = plane.thickness or ""
             ds.SourceImageSequence = [_reference(plane.dataset, plane.frame_index)]
-        ds.SamplesPerPixel = 3
-        ds.PhotometricInterpretation = "RGB"
-        ds.PlanarConfiguration = 0
         ds.Rows, ds.Columns = rgb.shape[:2]
-        ds.BitsAllocated = 8
-        ds.BitsStored = 8
-        ds.HighBit = 7
-        ds.PixelRepresentation = 0
-        ds.PixelData = np.ascontiguousarray(rgb).tobytes()
+        ds.PixelData = rgb.tobytes()
         set_file_meta(ds)
         path = folder / f"SC{k + 1:04d}.dcm"
         with atomic_output(path, overwrite=overwrite) as temporary:
             ds.save_as(temporary, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def _series_template(source_header: Dataset, series_uid: str, series_number: int, description: str) -> Dataset:
+    """The attributes every image of the series shares."""
+    ds = Dataset()
+    for keyword in _PATIENT_STUDY:
+        if keyword in source_header:
+            ds[keyword] = source_header[keyword]
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.Modality = str(source_header.get("Modality", "OT"))
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = description[:64]
+    ds.ConversionType = "WSD"
+    ds.Manufacturer = "medcam"
+    ds.SoftwareVersions = __version__
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.BurnedInAnnotation = "NO"
+    ds.PatientOrientation = ""
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "RGB"
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    return ds
 
 
 def _reference(source: Dataset, frame_index: int | None) -> Dataset:
