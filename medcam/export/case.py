@@ -4,6 +4,7 @@ series, optional SEG, PNG. Outputs that the source cannot support are skipped wi
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -89,8 +90,27 @@ def write_case_outputs(
     outputs = CaseOutputs()
     heatmap = explanation.heatmap
 
-    if "nifti" in formats:
-        outputs.paths["nifti"] = list(write_heatmap_nifti(heatmap, out / f"{name}.nii.gz", sidecar=sidecar, overwrite=overwrite))
+    nifti_path = out / f"{name}.nii.gz"
+    if "nifti" in formats and nifti_path.exists() and not overwrite:  # refuse before anything is written
+        raise ExportError(f"{nifti_path}: already exists; pass overwrite=True (--overwrite) to replace it")
+    with ThreadPoolExecutor(max_workers=1) as background:
+        # the NIfTI's compression runs in threads outside the GIL, while the DICOM writers
+        # (mostly Python) run here
+        nifti = background.submit(write_heatmap_nifti, heatmap, nifti_path, sidecar=sidecar,
+                                  overwrite=overwrite) if "nifti" in formats else None
+        _write_dicom_outputs(explanation, series, out, formats, threshold, uids, overwrite, name, outputs)
+        if nifti is not None:
+            outputs.paths["nifti"] = list(nifti.result())
+    if "png" in formats:
+        window = source_window(series.datasets, explanation.source.array) if series is not None else None
+        title = f"{result.method}: {explanation.target_name} p={explanation.probability:.3f}"
+        outputs.paths["png"] = [write_figure(explanation.source, heatmap, out / f"{name}.png", window=window, title=title, overwrite=overwrite)]
+    return outputs
+
+
+def _write_dicom_outputs(explanation: Explanation, series: DicomSeries | None, out: Path, formats: Sequence[str],
+                         threshold: float | None, uids: UidFactory, overwrite: bool, name: str, outputs: CaseOutputs) -> None:
+    result, heatmap = explanation.result, explanation.heatmap
     dicom_formats = [f for f in ("pm", "sc", "seg") if f in formats]
     if dicom_formats and series is None:
         outputs.notes.append(f"{', '.join(dicom_formats)}: skipped, the source is not DICOM")
@@ -108,8 +128,3 @@ def write_case_outputs(
                                                            uids=uids, method=result.method, overwrite=overwrite)]
         except ExportError as exc:
             outputs.notes.append(f"{fmt}: skipped, {exc}")
-    if "png" in formats:
-        window = source_window(series.datasets, explanation.source.array) if series is not None else None
-        title = f"{result.method}: {explanation.target_name} p={explanation.probability:.3f}"
-        outputs.paths["png"] = [write_figure(explanation.source, heatmap, out / f"{name}.png", window=window, title=title, overwrite=overwrite)]
-    return outputs
