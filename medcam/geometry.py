@@ -279,37 +279,57 @@ def _axis_mapping(linear: np.ndarray) -> list[int] | None:
     return [int(np.flatnonzero(row)[0]) for row in significant]
 
 
+def _interpolate_axis(data: np.ndarray, axis: int, coordinate: np.ndarray, order: int) -> np.ndarray:
+    """``data`` sampled at (clipped) fractional indices ``coordinate`` along ``axis``."""
+    n = data.shape[axis]
+    if order == 0:
+        return np.take(data, np.rint(coordinate).astype(np.intp), axis=axis)
+    if n == 1:
+        return np.take(data, np.zeros(len(coordinate), dtype=np.intp), axis=axis)
+    low = np.minimum(np.floor(coordinate).astype(np.intp), n - 2)
+    shape = [1] * data.ndim
+    shape[axis] = len(coordinate)
+    weight = (coordinate - low).astype(np.float32).reshape(shape)
+    below = np.take(data, low, axis=axis)
+    below *= 1 - weight
+    above = np.take(data, low + 1, axis=axis)
+    above *= weight
+    below += above  # exact at weights 0 and 1
+    return below
+
+
 def _resample_separable(array: np.ndarray, shape, src_from_tgt: np.ndarray, axes: list[int], order: int, fill: float) -> np.ndarray:
     """resample_to for axis-aligned maps: one 1D interpolation per axis (same values as the general
-    path, a fraction of its cost on large grids)."""
+    path, a fraction of its cost on large grids). The last, largest pass is written slab by slab
+    straight into the output, so memory stays near the output's own size."""
     data = array if order == 0 else array.astype(np.float32, copy=False)
-    inside = np.ones(shape, dtype=bool)
-    # interpolate source axis s along its target axis t, smallest expansion first
-    for s in sorted(range(3), key=lambda a: shape[axes[a]] / max(array.shape[a], 1)):
-        t = axes[s]
-        n = data.shape[s]
+    dtype = array.dtype if order == 0 else np.float32
+    coordinates, outside = {}, {}
+    for s in range(3):
+        t, n = axes[s], array.shape[s]
         coordinate = src_from_tgt[s, t] * np.arange(shape[t], dtype=float) + src_from_tgt[s, 3]
-        valid = (coordinate >= -0.5) & (coordinate <= n - 0.5)
-        coordinate = np.clip(coordinate, 0.0, n - 1.0)
-        view = [1, 1, 1]
-        view[t] = shape[t]
-        inside &= valid.reshape(view)
-        if order == 0:
-            data = np.take(data, np.rint(coordinate).astype(np.intp), axis=s)
-        else:
-            low = np.minimum(np.floor(coordinate).astype(np.intp), max(n - 2, 0))
-            weight = (coordinate - low).astype(np.float32)
-            if n == 1:
-                data = np.take(data, np.zeros_like(low), axis=s)
-            else:
-                w_shape = [1, 1, 1]
-                w_shape[s] = shape[t]
-                w = weight.reshape(w_shape)
-                data = np.take(data, low, axis=s) * (1 - w) + np.take(data, low + 1, axis=s) * w
-    # data is indexed by source axes with target lengths; reorder to target axis order
-    out = np.transpose(data, np.argsort(axes)) if axes != [0, 1, 2] else data
-    out = np.array(out, dtype=array.dtype if order == 0 else np.float32)
-    out[~inside] = fill
+        outside[t] = np.flatnonzero((coordinate < -0.5) | (coordinate > n - 0.5))
+        coordinates[s] = np.clip(coordinate, 0.0, n - 1.0)
+    # interpolate source axis s along its target axis t, smallest expansion first
+    passes = sorted(range(3), key=lambda a: shape[axes[a]] / max(array.shape[a], 1))
+    for s in passes[:2]:
+        data = _interpolate_axis(data, s, coordinates[s], order)
+    # data is indexed by source axes; the output by target axes
+    last = passes[2]
+    t = axes[last]
+    to_target = list(np.argsort(axes))
+    out = np.empty(shape, dtype=dtype)
+    step = max(1, 4_000_000 // max(1, int(np.prod(data.shape)) // max(data.shape[last], 1)))
+    for first in range(0, shape[t], step):
+        chunk = _interpolate_axis(data, last, coordinates[last][first : first + step], order)
+        index = [slice(None)] * 3
+        index[t] = slice(first, first + step)
+        out[tuple(index)] = np.transpose(chunk, to_target)
+    for axis, indices in outside.items():
+        if indices.size:
+            index = [slice(None)] * 3
+            index[axis] = indices
+            out[tuple(index)] = fill
     return out
 
 
