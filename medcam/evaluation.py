@@ -18,6 +18,7 @@ from medcam.metrics.faithfulness import deletion_insertion
 from medcam.metrics.localisation import localisation_scores
 from medcam.metrics.sanity import cascading_randomisation
 from medcam.models.checkpoint import Checkpoint
+from medcam.transforms import preprocess
 
 __all__ = ["LabelledCase", "synthetic_cases", "manifest_cases", "evaluate", "bootstrap_ci", "write_report"]
 
@@ -115,8 +116,9 @@ def evaluate(
     result = EvaluationResult()
     for number, case in enumerate(cases):
         start = time.perf_counter()
+        model_input = preprocess(case.volume, checkpoint.preprocess_config)
         for method in methods:
-            explanation = explain(checkpoint, case.volume, method=method, target=target)
+            explanation = explain(checkpoint, case.volume, method=method, target=target, model_input=model_input)
             scores = localisation_scores(explanation.heatmap, case.mask, case.centres_ras, tolerance_mm=tolerance_mm)
             x = explanation.model_input.as_tensor()[None].to(next(checkpoint.model.parameters()).device)
             curves = deletion_insertion(checkpoint.model, x, explanation.result.map[0], target, steps=steps, baseline=baseline)

@@ -65,16 +65,20 @@ def explain(
     method: str = "cam",
     target: int | None = None,
     layer: str | None = None,
+    model_input=None,
 ) -> Explanation:
     """Predict and explain one study with ``checkpoint``'s model and preprocessing.
 
     ``target`` None explains the predicted class. The map is raw (not normalised).
+    ``model_input`` may pass ``preprocess(source, checkpoint.preprocess_config)`` computed once
+    when the same study is explained by several methods.
     """
     if not isinstance(source, Volume):
         from medcam.io import read_volume
 
         source = read_volume(source)
-    model_input = preprocess(source, checkpoint.preprocess_config)
+    if model_input is None:
+        model_input = preprocess(source, checkpoint.preprocess_config)
     device = next(checkpoint.model.parameters()).device
     x = model_input.as_tensor().unsqueeze(0).to(device)
     with create_extractor(method, checkpoint.model, layer) as extractor:

@@ -222,3 +222,23 @@ def test_nifti_source_gets_nifti_and_png_only(tmp_path, ct_study, tiny_checkpoin
     original = nib.load(str(source))
     assert written.shape == original.shape and np.array_equal(written.affine, original.affine)
     assert Path(outputs.paths["png"][0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_existing_nifti_is_refused_before_any_dicom_output_is_written(tmp_path, ct_study, tiny_checkpoint):
+    write_dicom_series(ct_study.volume, tmp_path / "in" / "ct")
+    series = read_dicom_series(tmp_path / "in" / "ct")
+    explanation = explain(tiny_checkpoint, series.volume)
+    write_case_outputs(explanation, tmp_path / "out", source_path=tmp_path / "in" / "ct", series=series, formats=("nifti",))
+    with pytest.raises(ExportError, match="cam.nii.gz: already exists"):
+        write_case_outputs(explanation, tmp_path / "out", source_path=tmp_path / "in" / "ct", series=series, formats=("nifti", "pm", "sc"))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cam.json", "cam.nii.gz"]
+
+
+def test_explain_reuses_a_given_model_input(ct_study, tiny_checkpoint):
+    from medcam.transforms import preprocess
+
+    model_input = preprocess(ct_study.volume, tiny_checkpoint.preprocess_config)
+    reused = explain(tiny_checkpoint, ct_study.volume, method="cam", model_input=model_input)
+    fresh = explain(tiny_checkpoint, ct_study.volume, method="cam")
+    assert reused.model_input is model_input
+    assert np.array_equal(reused.heatmap.array, fresh.heatmap.array)
