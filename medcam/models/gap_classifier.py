@@ -19,7 +19,7 @@ from torch import nn
 
 from medcam.errors import CheckpointError
 
-__all__ = ["ClassifierConfig", "GapClassifier"]
+__all__ = ["ClassifierConfig", "FineHeadFeatures", "GapClassifier"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,13 @@ class ClassifierConfig:
     and ReLU, followed by 2x max pooling where ``pool_after`` says (by default after every stage
     but the last). The last stage's output is the feature map CAM uses, ``stride`` times
     smaller than the input: fewer poolings give finer maps at a higher cost.
+
+    ``fine_head`` > 0 adds a head that halves the map's cell size for little cost (the deep
+    stages keep running on the coarse grid): the last stage's maps are reduced to
+    ``fine_head`` channels by a 1x1(x1) convolution, repeated 2x (nearest neighbour, so each
+    coarse cell covers exactly its two fine cells per axis) and joined with the maps just
+    before the last pooling; one 3x3(x3) convolution of width ``fine_head`` then gives the
+    feature map CAM uses. It needs at least one pooling.
     """
 
     spatial_dims: int = 3
@@ -44,6 +51,7 @@ class ClassifierConfig:
     stem_stride: int = 2
     pool_after: tuple[bool, ...] | None = None
     dropout: float = 0.0
+    fine_head: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -62,13 +70,20 @@ class ClassifierConfig:
             problems.append(f"pool_after {self.pool_after} needs one entry per stage")
         if any(c < 1 for c in (*self.channels, *self.convs_per_stage, self.in_channels, self.stem_stride)):
             problems.append("channel counts and convolutions per stage must be positive")
+        if self.fine_head < 0 or (self.fine_head and not any(self.pool_after)):
+            problems.append(f"fine_head {self.fine_head} must be 0, or positive with at least one pooling in pool_after")
         if problems:
             raise ValueError("ClassifierConfig: " + "; ".join(problems))
 
     @property
     def stride(self) -> int:
         """Ratio of input size to feature-map size."""
-        return self.stem_stride * 2 ** sum(self.pool_after)
+        return self.stem_stride * 2 ** (sum(self.pool_after) - (1 if self.fine_head else 0))
+
+    @property
+    def feature_channels(self) -> int:
+        """Channels of the feature map CAM uses."""
+        return self.fine_head or self.channels[-1]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +94,36 @@ class ClassifierConfig:
             return cls(**data)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"invalid model config {data!r}: {exc}") from exc
+
+
+class FineHeadFeatures(nn.Module):
+    """The trunk with the ``fine_head`` of :class:`ClassifierConfig`: ``shallow`` runs up to the
+    last pooling, ``deep`` from it (pooling included); ``reduce`` and ``fuse`` make the finer map.
+
+    Submodules are registered in the order data flows through them.
+    """
+
+    def __init__(self, shallow: nn.Sequential, deep: nn.Sequential, skip_width: int, deep_width: int, width: int,
+                 spatial_dims: int) -> None:
+        super().__init__()
+        conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+        norm = nn.BatchNorm3d if spatial_dims == 3 else nn.BatchNorm2d
+        self.shallow = shallow
+        self.deep = deep
+        self.reduce = nn.Sequential(conv(deep_width, width, 1, bias=False), norm(width), nn.ReLU(inplace=True))
+        self.fuse = nn.Sequential(conv(skip_width + width, width, 3, padding=1, bias=False), norm(width), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.shallow(x)
+        coarse = self.reduce(self.deep(skip))
+        fine = nn.functional.interpolate(coarse, scale_factor=2.0, mode="nearest")
+        # max pooling floors odd sizes: the last fine cell of an odd axis repeats its neighbour
+        pad: list[int] = []
+        for axis in range(skip.dim() - 1, 1, -1):
+            pad += [0, skip.shape[axis] - fine.shape[axis]]
+        if any(p > 0 for p in pad):
+            fine = nn.functional.pad(fine, pad, mode="replicate")
+        return self.fuse(torch.cat([skip, fine], dim=1))
 
 
 class GapClassifier(nn.Module):
@@ -102,13 +147,22 @@ class GapClassifier(nn.Module):
             norm(width),
             nn.ReLU(inplace=True),
         ]
+        skip_width, last_pool = width, -1
         for stage, (channels, n_convs) in enumerate(zip(config.channels, config.convs_per_stage)):
             for _ in range(n_convs):
                 layers += [conv(width, channels, 3, padding=1, bias=False), norm(channels), nn.ReLU(inplace=True)]
                 width = channels
             if config.pool_after[stage]:
+                skip_width, last_pool = width, len(layers)
                 layers.append(pool(2))
-        self.features = nn.Sequential(*layers)
+        if config.fine_head:
+            self.features: nn.Module = FineHeadFeatures(
+                nn.Sequential(*layers[:last_pool]), nn.Sequential(*layers[last_pool:]), skip_width, width, config.fine_head,
+                config.spatial_dims,
+            )
+            width = config.fine_head
+        else:
+            self.features = nn.Sequential(*layers)
         self.pooling = nn.AdaptiveAvgPool3d(1) if config.spatial_dims == 3 else nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(width, config.num_classes)

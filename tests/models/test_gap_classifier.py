@@ -2,12 +2,14 @@ import pytest
 import torch
 
 from medcam.models import ClassifierConfig, GapClassifier
+from medcam.models.gap_classifier import FineHeadFeatures
 
 
-@pytest.fixture(params=[2, 3], ids=["2d", "3d"])
+@pytest.fixture(params=[(2, 0), (3, 0), (2, 6), (3, 6)], ids=["2d", "3d", "2d-fine-head", "3d-fine-head"])
 def model(request):
     torch.manual_seed(0)
-    config = ClassifierConfig(request.param, channels=(4, 8, 16), convs_per_stage=(1, 1, 1), num_classes=3)
+    dims, fine_head = request.param
+    config = ClassifierConfig(dims, channels=(4, 8, 16), convs_per_stage=(1, 1, 1), num_classes=3, fine_head=fine_head)
     return GapClassifier(config).eval()
 
 
@@ -21,10 +23,22 @@ def test_shapes_and_named_parts(model):
     logits, features = model.forward_with_features(x)
     assert logits.shape == (2, 3)
     stride = model.config.stride
-    assert stride == 8
-    assert features.shape == (2, 16, *[n // stride for n in x.shape[2:]])
-    assert isinstance(model.features, torch.nn.Sequential) and isinstance(model.classifier, torch.nn.Linear)
+    fine = model.config.fine_head
+    assert stride == (4 if fine else 8)
+    assert features.shape == (2, fine or 16, *[n // stride for n in x.shape[2:]])
+    assert isinstance(model.features, FineHeadFeatures if fine else torch.nn.Sequential)
+    assert isinstance(model.classifier, torch.nn.Linear) and model.classifier.in_features == model.config.feature_channels
     assert torch.equal(model(x), logits)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_fine_head_covers_odd_sizes_before_the_last_pooling(spatial_dims):
+    """36 -> stem 18 -> pool 9 (the skip) -> pool 4 -> repeated 8: the ninth fine cell repeats the eighth."""
+    torch.manual_seed(0)
+    model = GapClassifier(ClassifierConfig(spatial_dims, channels=(4, 8, 8), convs_per_stage=(1, 1, 1), fine_head=4)).eval()
+    x = torch.randn(1, 1, *(36, 28, 20)[:spatial_dims])
+    _, features = model.forward_with_features(x)
+    assert features.shape[2:] == (9, 7, 5)[:spatial_dims]
 
 
 def test_logits_are_the_linear_layer_of_the_feature_mean(model):
@@ -60,8 +74,10 @@ def test_torch_compile_gives_the_same_logits():
         (dict(num_classes=1), "num_classes must be at least 2"),
         (dict(channels=(8, 16), convs_per_stage=(1,)), "one entry per stage"),
         (dict(stem_stride=0), "must be positive"),
+        (dict(channels=(8, 16), convs_per_stage=(1, 1), pool_after=(False, False), fine_head=8), "at least one pooling"),
+        (dict(fine_head=-1), "fine_head -1 must be 0"),
     ],
-    ids=["dims", "classes", "stages", "stem"],
+    ids=["dims", "classes", "stages", "stem", "fine-head-without-pooling", "negative-fine-head"],
 )
 def test_bad_configs(kwargs, match):
     with pytest.raises(ValueError, match=match):
