@@ -92,7 +92,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.synthetic:
         result = train_synthetic_task(
             args.synthetic, args.out, n_pairs=args.n, n_val=args.n_val, seed=args.seed, crop_epochs=args.crop_epochs,
-            epochs=args.epochs or 4, batch_size=args.batch_size, lr=args.lr, progress=progress, log=log,
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, progress=progress, log=log,
         )
     else:
         result = _train_manifest(args, progress, log)
@@ -338,10 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="checkpoint to write (best validation loss)")
     train.add_argument("--n", type=int, default=700, help="synthetic: matched pairs to generate (default 700)")
     train.add_argument("--n-val", type=int, default=200, help="synthetic: independent validation studies")
-    train.add_argument("--crop-epochs", type=int, default=18, help="synthetic: epochs on lesion-centred crops")
+    train.add_argument("--crop-epochs", type=int, help="synthetic: epochs on lesion-centred crops (default: the task's recipe)")
     train.add_argument("--seed", type=int, default=0, help="seed of data generation, split and training")
     train.add_argument("--val-fraction", type=float, default=0.2)
-    train.add_argument("--epochs", type=int, help="epochs (default 15; synthetic: 4 on whole volumes, after the crops)")
+    train.add_argument("--epochs", type=int, help="epochs (default 15; synthetic: on whole volumes after the crops, default: the task's recipe)")
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--lr", type=float, default=3e-3)
     train.add_argument("--spatial-dims", type=int, choices=[2, 3], help="manifest: 2D images or 3D volumes")

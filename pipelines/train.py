@@ -18,13 +18,15 @@ def main() -> None:
     parser.add_argument("task", choices=["ct3d", "cr2d"])
     parser.add_argument("out")
     parser.add_argument("--n-pairs", type=int, default=700)
-    parser.add_argument("--crop-epochs", type=int, default=18)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--crop-epochs", type=int, help="default: the task's recipe (medcam.models.training.TASK_RECIPES)")
+    parser.add_argument("--epochs", type=int, help="default: the task's recipe")
+    parser.add_argument("--localisation-weight", type=float, help="default: the task's recipe")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     start = time.perf_counter()
     result = train_synthetic_task(
         args.task, args.out, n_pairs=args.n_pairs, crop_epochs=args.crop_epochs, epochs=args.epochs, seed=args.seed,
+        localisation_weight=args.localisation_weight,
         log=lambda line: print(line, flush=True),
     )
     print(f"best epoch {result.best_epoch}: {result.best_metrics}")

@@ -25,10 +25,13 @@ from medcam.transforms import PreprocessConfig, build_transform, preprocess
 
 __all__ = [
     "TASK_DEFAULTS",
+    "TASK_RECIPES",
     "TrainingData",
     "TrainingResult",
     "TrainingError",
+    "centre_classifier",
     "load_manifest_data",
+    "localisation_penalty",
     "make_synthetic_crops",
     "make_synthetic_data",
     "predict_probabilities",
@@ -43,11 +46,13 @@ class TrainingError(MedcamError, ValueError):
 
 
 #: Preprocessing, architecture and class names the bundled models use for each synthetic task.
-#: Feature maps are 4x (3D: 16 mm cells) and 8x (2D: 22 mm cells) coarser than the model input.
+#: Feature maps are 2x (3D: 8 x 8 x 10 mm cells, through the fine head) and 8x (2D: 22 mm cells)
+#: coarser than the model input.
 TASK_DEFAULTS: dict[str, tuple[PreprocessConfig, ClassifierConfig, tuple[str, str]]] = {
     "ct3d": (
         PreprocessConfig(3, (4.0, 4.0, 5.0), (80, 64, 40), intensity="window", window=(40.0, 400.0)),
-        ClassifierConfig(3, channels=(16, 32, 64), convs_per_stage=(1, 2, 2), stem_stride=2, pool_after=(True, False, False)),
+        ClassifierConfig(3, channels=(16, 32, 64), convs_per_stage=(1, 2, 2), stem_stride=2, pool_after=(True, False, False),
+                         fine_head=16),
         ("no lesion", "lesion"),
     ),
     "cr2d": (
@@ -58,21 +63,33 @@ TASK_DEFAULTS: dict[str, tuple[PreprocessConfig, ClassifierConfig, tuple[str, st
     ),
 }
 
+#: The training recipe of each bundled model (:func:`train_synthetic_task`'s defaults per task).
+#: The 3D model also learns where its evidence may lie (``localisation_weight``, see
+#: :func:`localisation_penalty`): its lesion masks come with the synthetic studies.
+TASK_RECIPES: dict[str, dict[str, float]] = {
+    "ct3d": {"crop_epochs": 14, "epochs": 2, "localisation_weight": 1.0, "localisation_warmup": 6},
+    "cr2d": {"crop_epochs": 18, "epochs": 4, "localisation_weight": 0.0, "localisation_warmup": 0},
+}
+
 
 @dataclass
 class TrainingData:
-    """Preprocessed images ``(N, 1, *spatial)`` (float16 to halve memory), labels ``(N,)`` and a summary."""
+    """Preprocessed images ``(N, 1, *spatial)`` (float16 to halve memory), labels ``(N,)``, a
+    summary, and optionally lesion masks on the model grid ``(N, 1, *spatial)`` (bool; all false
+    for a study without lesions), which the localisation loss of :func:`train_classifier` needs."""
 
     images: torch.Tensor
     labels: torch.Tensor
     summary: dict[str, Any] = field(default_factory=dict)
+    masks: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.numel())
 
     def subset(self, index: Sequence[int] | np.ndarray) -> "TrainingData":
         index = torch.as_tensor(np.asarray(index, dtype=np.int64))
-        return TrainingData(self.images[index], self.labels[index], dict(self.summary))
+        masks = None if self.masks is None else self.masks[index]
+        return TrainingData(self.images[index], self.labels[index], dict(self.summary), masks)
 
     def counts(self, num_classes: int) -> list[int]:
         return torch.bincount(self.labels, minlength=num_classes).tolist()
@@ -129,20 +146,24 @@ def make_synthetic_crops(
     network is fully convolutional with global average pooling, so it then runs on whole
     volumes, on which it is fine-tuned (see :func:`train_synthetic_task`).
 
-    Returns ``(crops, volumes)``; both hold ``2 * n_pairs`` samples, half positive.
+    Returns ``(crops, volumes)``; both hold ``2 * n_pairs`` samples, half positive, with their
+    lesion masks on the model grid (every voxel of the model grid the lesion touches).
     """
     from medcam.data.tasks import get_task
+    from medcam.geometry import resample_to
     from medcam.transforms import model_geometry
 
     task = get_task(task_name)
     transform = build_transform(config)
     rng = np.random.default_rng([seed, 7])
     crop = np.asarray(crop_size, dtype=int)
-    crops, volumes, labels = [], [], []
+    crops, volumes, labels, crop_masks, volume_masks = [], [], [], [], []
     for index in _progress(range(n_pairs), total=n_pairs, desc=f"generating {task_name} pairs", enabled=progress):
         positive, negative = task.matched_pair(index, seed)
         tensors = [preprocess(study.volume, config, transform=transform) for study in (positive, negative)]
         grid = model_geometry(tensors[0])
+        touched = resample_to(positive.mask, grid, order=1).array > 0.01
+        lesion_mask = torch.from_numpy(np.ascontiguousarray(touched.reshape(tensors[0].shape[1:])))[None]
         lesion = positive.lesions[int(rng.integers(len(positive.lesions)))]
         centre = grid.world_to_voxel(lesion.center_ras)[: config.spatial_dims]
         centre = centre + rng.uniform(-jitter, jitter, size=len(crop)) * crop
@@ -151,8 +172,11 @@ def make_synthetic_crops(
         window = (slice(None), *[slice(int(a), int(a + c)) for a, c in zip(low, crop)])
         for label, tensor in zip((1, 0), tensors):
             full = tensor.as_tensor().to(torch.float16)
+            mask = lesion_mask if label else torch.zeros_like(lesion_mask)
             volumes.append(full)
             crops.append(full[window].clone())
+            volume_masks.append(mask)
+            crop_masks.append(mask[window].clone())
             labels.append(label)
     summary = {
         "source": f"synthetic:{task_name}", "task": task.description, "seed": seed, "n": len(labels),
@@ -160,7 +184,10 @@ def make_synthetic_crops(
     }
     label_tensor = torch.tensor(labels, dtype=torch.int64)
     crop_summary = {**summary, "crop_size": [int(c) for c in crop]}
-    return TrainingData(torch.stack(crops), label_tensor, crop_summary), TrainingData(torch.stack(volumes), label_tensor.clone(), summary)
+    return (
+        TrainingData(torch.stack(crops), label_tensor, crop_summary, torch.stack(crop_masks)),
+        TrainingData(torch.stack(volumes), label_tensor.clone(), summary, torch.stack(volume_masks)),
+    )
 
 
 def load_manifest_data(
@@ -257,6 +284,47 @@ def _recompute_batch_norm(model: nn.Module, images: torch.Tensor, batch_size: in
     model.train(was_training)
 
 
+def localisation_penalty(
+    model: GapClassifier, features: torch.Tensor, masks: torch.Tensor, *, target: int = 1, margin_cells: int = 1
+) -> torch.Tensor:
+    """Mean over samples and feature cells of the CAM evidence for class ``target`` that lies
+    outside the lesion, of either sign: ``mean |M| * (1 - A)``, with
+    ``M = sum_k (w[target, k] - mean_c w[c, k]) F_k`` the evidence relative to the mean class
+    (what the softmax sees, so it cannot be moved into another class's map; see
+    :func:`centre_classifier`).
+
+    ``A`` marks the feature cells that hold at least one lesion voxel of ``masks`` (the model
+    grid max-pooled by the model's stride), and their neighbours up to ``margin_cells`` away
+    (the lesion's rim and the receptive field's blur). The penalty is in logit units: the part of the
+    target's score that comes from cells without lesion. For a study without lesions every cell
+    counts (the multiple-instance assumption: a study is positive because of some region).
+    Negative evidence counts too: were it free, a network can make all anatomy negative and
+    leave its maximum in the air around the patient, a map whose peak means nothing.
+    """
+    stride = model.config.stride
+    pool = nn.functional.max_pool3d if masks.dim() == 5 else nn.functional.max_pool2d
+    allowed = pool(masks.float(), kernel_size=stride, stride=stride, ceil_mode=True)
+    if margin_cells:
+        allowed = pool(allowed, kernel_size=2 * margin_cells + 1, stride=1, padding=margin_cells)
+    allowed = allowed[(slice(None), 0, *[slice(0, n) for n in features.shape[2:]])]
+    weights = model.classifier.weight
+    evidence = torch.einsum("k,nk...->n...", weights[target] - weights.mean(dim=0), features)
+    return (evidence.abs() * (1.0 - allowed)).mean()
+
+
+@torch.no_grad()
+def centre_classifier(model: GapClassifier) -> None:
+    """Subtract the mean over classes from the linear layer's weights and biases, in place.
+
+    The softmax is unchanged (every logit of a sample moves by the same amount), so predictions
+    are exactly the same; what changes is that each class's CAM becomes its evidence relative to
+    the mean class, instead of carrying an arbitrary share that cancels in the softmax. For two
+    classes, the lesion class's map is then half the logit difference's.
+    """
+    model.classifier.weight -= model.classifier.weight.mean(dim=0, keepdim=True)
+    model.classifier.bias -= model.classifier.bias.mean()
+
+
 @torch.no_grad()
 def predict_probabilities(model: nn.Module, images: torch.Tensor, *, batch_size: int = 16) -> np.ndarray:
     """Softmax probabilities ``(N, C)`` for preprocessed images, in eval mode (restored afterwards)."""
@@ -284,6 +352,9 @@ def train_classifier(
     augment: bool = True,
     initial_state: dict[str, torch.Tensor] | None = None,
     select_by: str = "loss",
+    localisation_weight: float = 0.0,
+    localisation_warmup: int = 0,
+    batch_norm_samples: int | None = 512,
     extra_summary: dict[str, Any] | None = None,
     progress: bool = False,
     log: Callable[[str], None] = print,
@@ -294,15 +365,27 @@ def train_classifier(
     randomly flipped along its spatial axes. Training data made of matched pairs (consecutive
     samples ``2i, 2i + 1``, ``summary["matched_pairs"]``) is batched pair by pair, so every
     batch holds both halves of its pairs and the gradient sees the lesion and nothing else.
-    After each epoch the batch-norm statistics are recomputed over the whole training set
-    (cumulative average, as ``torch.optim.swa_utils.update_bn``): running averages of sparse
+    After each epoch the batch-norm statistics are recomputed (cumulative average, as
+    ``torch.optim.swa_utils.update_bn``) over a fixed, seeded sample of ``batch_norm_samples``
+    training cases (all of them when None or when there are fewer): running averages of sparse
     lesion features drift, and validation and inference would be miscalibrated. ``select_by``
     "loss" keeps the lowest validation cross-entropy, "auc" the highest validation AUC.
+    ``localisation_weight`` > 0 adds :func:`localisation_penalty` times that weight to the loss
+    (binary tasks; the training data must carry lesion masks): the class-1 CAM is then trained
+    to hold its evidence on the lesions and stay neutral elsewhere; its weight rises linearly
+    from 0 over the first ``localisation_warmup`` epochs, so the network first learns to see
+    the lesions; the best checkpoint is chosen among the epochs after the warm-up. After each
+    epoch the linear
+    layer is centred over classes (:func:`centre_classifier`; predictions do not change).
     Validation metrics use the positive class (index 1) probability at threshold 0.5.
     """
     num_classes = model_config.num_classes
     _check_split("training", train, num_classes)
     _check_split("validation", val, num_classes)
+    if localisation_weight and (train.masks is None or num_classes != 2):
+        raise TrainingError("the localisation loss needs a binary task and training data with lesion masks")
+    if localisation_warmup >= epochs:
+        raise TrainingError(f"localisation_warmup ({localisation_warmup}) must be shorter than the {epochs} epochs")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = GapClassifier(model_config)
@@ -319,8 +402,12 @@ def train_classifier(
         "train": {**train.summary, "n": len(train), "class_counts": train.counts(num_classes)},
         "validation": {**val.summary, "n": len(val), "class_counts": val.counts(num_classes)},
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "augment": augment,
-        **(extra_summary or {}),
+        "localisation_weight": localisation_weight, "localisation_warmup": localisation_warmup, **(extra_summary or {}),
     }
+    bn_images = train.images
+    if batch_norm_samples is not None and len(train) > batch_norm_samples:
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:batch_norm_samples]
+        bn_images = train.images[pick.sort().values]
     best: tuple[float, float] | None = None  # (-validation loss, AUC)
     best_metrics: ClassificationMetrics | None = None
     best_epoch = 0
@@ -333,29 +420,42 @@ def train_classifier(
             order = torch.stack([2 * pairs, 2 * pairs + 1], dim=1).flatten()
         else:
             order = torch.randperm(len(train), generator=generator)
-        total_loss = 0.0
+        total_loss = total_penalty = 0.0
+        weight_now = localisation_weight * min(1.0, (epoch - 1) / localisation_warmup if localisation_warmup else 1.0)
         batches = range(0, len(train), batch_size)
         for first in _progress(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", enabled=progress):
             index = order[first : first + batch_size]
             images, labels = train.images[index].float(), train.labels[index]
+            masks = train.masks[index] if localisation_weight else None
             if augment:
                 flips = [axis for axis in spatial_axes if torch.rand(1, generator=generator).item() < 0.5]
                 if flips:
                     images = torch.flip(images, flips)
-            loss = criterion(model(images), labels)
+                    masks = None if masks is None else torch.flip(masks, flips)
+            if masks is not None:
+                logits, features = model.forward_with_features(images)
+                penalty = localisation_penalty(model, features, masks)
+                loss = criterion(logits, labels) + weight_now * penalty
+                total_penalty += float(penalty.detach()) * len(index)
+            else:
+                loss = criterion(model(images), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             total_loss += float(loss.detach()) * len(index)
-        _recompute_batch_norm(model, train.images, batch_size)
+        centre_classifier(model)
+        _recompute_batch_norm(model, bn_images, batch_size)
         probabilities = predict_probabilities(model, val.images)
         metrics = classification_metrics(val.labels.numpy() == 1, probabilities[:, 1])
         val_loss = float(nn.functional.nll_loss(torch.log(torch.from_numpy(probabilities).clamp(min=1e-7)), val.labels))
         history.append({"epoch": epoch, "train_loss": total_loss / len(train), "val_loss": val_loss, **metrics.to_dict()})
+        if localisation_weight:
+            history[-1]["localisation_penalty"] = total_penalty / len(train)
         # cross-entropy is a proper score: best calibrated and ranked; AUC only ranks
         key = (-val_loss, metrics.auc) if select_by == "loss" else (metrics.auc, -val_loss)
-        improved = best is None or key > best
+        # while the localisation weight is still rising, the map is not yet what will be kept
+        improved = epoch > localisation_warmup and (best is None or key > best)
         if improved:
             best, best_metrics, best_epoch = key, metrics, epoch
             save_checkpoint(
@@ -363,8 +463,9 @@ def train_classifier(
                 training={**summary, "best_epoch": epoch, "seconds": round(time.perf_counter() - start, 1)},
                 metrics={"validation": metrics.to_dict(), "val_loss": val_loss},
             )
+        penalty_text = f"  outside-lesion evidence {total_penalty / len(train):.4f}" if localisation_weight else ""
         log(
-            f"epoch {epoch:3d}/{epochs}  train loss {total_loss / len(train):.4f}  val loss {val_loss:.4f}  "
+            f"epoch {epoch:3d}/{epochs}  train loss {total_loss / len(train):.4f}{penalty_text}  val loss {val_loss:.4f}  "
             f"{metrics}{'  *saved' if improved else ''}"
         )
     assert best_metrics is not None
@@ -379,10 +480,11 @@ def train_synthetic_task(
     n_val: int = 200,
     seed: int = 0,
     crop_size: Sequence[int] | None = None,
-    crop_epochs: int = 18,
-    epochs: int = 4,
+    crop_epochs: int | None = None,
+    epochs: int | None = None,
     batch_size: int = 16,
     lr: float = 3e-3,
+    localisation_weight: float | None = None,
     progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> TrainingResult:
@@ -392,9 +494,14 @@ def train_synthetic_task(
     is a sizeable part of the input; stage 2 fine-tunes the same network on the whole volumes
     of those pairs, so its scores are calibrated for the input it will see. Validation uses
     ``n_val`` independent studies drawn with ``seed + 1`` (not pairs, not crops).
-    ``crop_size`` defaults to half the model input per axis.
+    ``crop_size`` defaults to half the model input per axis; ``crop_epochs``, ``epochs`` and
+    ``localisation_weight`` to the task's :data:`TASK_RECIPES` entry.
     """
     preprocess_config, model_config, class_names = TASK_DEFAULTS[task_name]
+    recipe = TASK_RECIPES[task_name]
+    crop_epochs = int(recipe["crop_epochs"] if crop_epochs is None else crop_epochs)
+    epochs = int(recipe["epochs"] if epochs is None else epochs)
+    localisation_weight = float(recipe["localisation_weight"] if localisation_weight is None else localisation_weight)
     crop = tuple(crop_size or (max(8, n // 2) for n in preprocess_config.spatial_size))
     crops, volumes = make_synthetic_crops(task_name, n_pairs, seed, preprocess_config, crop, progress=progress)
     val = make_synthetic_data(task_name, n_val, seed + 1, preprocess_config, progress=progress)
@@ -404,6 +511,7 @@ def train_synthetic_task(
     first = train_classifier(
         crops, val, model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
         out=stage_one, epochs=crop_epochs, batch_size=batch_size, lr=lr, seed=seed, select_by="auc",
+        localisation_weight=localisation_weight, localisation_warmup=int(recipe["localisation_warmup"]),
         progress=progress, log=log,
     )
     from medcam.models.checkpoint import load_checkpoint
@@ -414,7 +522,7 @@ def train_synthetic_task(
     second = train_classifier(
         volumes, val, model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
         out=out, epochs=epochs, batch_size=batch_size, lr=lr / 3, seed=seed + 1, initial_state=state,
-        extra_summary={"recipe": "crops then whole volumes", "stage1": {"crops": len(crops), "crop_size": list(crop),
+        localisation_weight=localisation_weight, extra_summary={"recipe": "crops then whole volumes", "stage1": {"crops": len(crops), "crop_size": list(crop),
                        "epochs": crop_epochs, "best_epoch": first.best_epoch, "seconds": round(first.seconds, 1)}},
         progress=progress, log=log,
     )

@@ -2,14 +2,18 @@
 
 import csv
 
+import numpy as np
 import pytest
 import torch
 
-from medcam.models import ClassifierConfig, load_checkpoint
+from medcam.models import ClassifierConfig, GapClassifier, load_checkpoint
 from medcam.models.training import (
     TrainingData,
     TrainingError,
+    centre_classifier,
     load_manifest_data,
+    localisation_penalty,
+    make_synthetic_crops,
     make_synthetic_data,
     split_data,
     train_classifier,
@@ -124,3 +128,97 @@ def test_synthetic_data_is_labelled_and_reproducible():
     assert set(a.labels.tolist()) <= {0, 1} and a.summary["source"] == "synthetic:cr2d"
     with pytest.raises(ValueError, match="unknown synthetic task 'xray'"):
         make_synthetic_data("xray", 1, seed=0, config=config)
+
+
+def test_localisation_penalty_counts_evidence_outside_lesion_cells():
+    """Hand-built: class-1 evidence relative to the mean class is half feature channel 0; stride 4,
+    so an 8^3 mask has 2^3 cells."""
+    model = GapClassifier(TINY)
+    assert model.config.stride == 4
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.weight[1, 0] = 1.0  # centred: +0.5 for class 1, -0.5 for class 0
+    features = torch.zeros(2, 8, 2, 2, 2)
+    features[0, 0, 0, 0, 0] = 5.0  # on the lesion: allowed
+    features[0, 0, 1, 1, 1] = 3.0  # outside: penalised
+    features[0, 0, 0, 1, 0] = -2.0  # outside, negative evidence: penalised too
+    features[0, 1, 1, 0, 0] = 9.0  # a channel no class weighs
+    features[1, 0, 1, 0, 0] = 4.0  # a study without lesions: every cell counts
+    masks = torch.zeros(2, 1, 8, 8, 8, dtype=torch.bool)
+    masks[0, 0, 3, 2, 1] = True  # one lesion voxel, in cell (0, 0, 0)
+    penalty = localisation_penalty(model, features, masks, margin_cells=0)
+    assert penalty.item() == pytest.approx(0.5 * (3.0 + 2.0 + 4.0) / (2 * 8))
+    # one cell of margin: the whole 2^3 grid of the lesion study is allowed; the other study is not
+    assert localisation_penalty(model, features, masks, margin_cells=1).item() == pytest.approx(0.5 * 4.0 / (2 * 8))
+
+
+def test_centring_the_classifier_keeps_every_probability_and_halves_the_logit_difference():
+    torch.manual_seed(0)
+    model = GapClassifier(TINY).eval()
+    with torch.no_grad():
+        model.classifier.weight.add_(torch.randn_like(model.classifier.weight))
+        model.classifier.bias.add_(torch.tensor([0.7, -0.2]))
+    x = torch.randn(3, 1, 16, 16, 8)
+    before = torch.softmax(model(x), dim=1)
+    difference = model(x) @ torch.tensor([-1.0, 1.0])
+    centre_classifier(model)
+    assert torch.allclose(torch.softmax(model(x), dim=1), before, atol=1e-6)
+    assert torch.allclose(model.classifier.weight.sum(dim=0), torch.zeros(8), atol=1e-6)
+    assert torch.allclose(model(x)[:, 1], difference / 2, atol=1e-5)
+
+
+def test_training_with_the_localisation_loss_moves_evidence_onto_the_lesion(tmp_path):
+    """Bright-cube 'lesions' at random places: with the loss, class-1 evidence outside the lesion
+    cells shrinks over training; without masks the loss is refused."""
+    rng = np.random.default_rng(0)
+    n, size = 32, 16
+    images = torch.from_numpy(rng.normal(0, 0.3, (n, 1, size, size, size)).astype(np.float32))
+    masks = torch.zeros(n, 1, size, size, size, dtype=torch.bool)
+    labels = torch.tensor([i % 2 for i in range(n)])
+    for i in range(1, n, 2):
+        corner = rng.integers(0, size - 4, size=3)
+        box = (i, 0, *[slice(int(c), int(c) + 4) for c in corner])
+        images[box] += 2.0
+        masks[box] = True
+    data = TrainingData(images, labels, {"source": "test"}, masks)
+    train, val = data.subset(range(24)), data.subset(range(24, 32))
+    lines = []
+    result = train_classifier(
+        train, val, model_config=TINY, preprocess_config=PREPROCESS, class_names=("a", "b"), out=tmp_path / "m.pt",
+        epochs=6, batch_size=8, lr=1e-2, seed=0, localisation_weight=1.0, localisation_warmup=2, log=lines.append,
+    )
+    penalties = [entry["localisation_penalty"] for entry in result.history]
+    assert "outside-lesion evidence" in lines[0]
+    assert penalties[-1] < 0.5 * max(penalties[:2])
+    assert result.best_epoch > 2  # chosen after the warm-up
+    assert load_checkpoint(result.checkpoint).metadata["training"]["localisation_weight"] == 1.0
+    with pytest.raises(TrainingError, match="must be shorter than the 2 epochs"):
+        train_classifier(train, val, model_config=TINY, preprocess_config=PREPROCESS, class_names=("a", "b"),
+                         out=tmp_path / "w.pt", epochs=2, localisation_weight=1.0, localisation_warmup=2)
+    with pytest.raises(TrainingError, match="needs a binary task and training data with lesion masks"):
+        train_classifier(TrainingData(images, labels), val, model_config=TINY, preprocess_config=PREPROCESS,
+                         class_names=("a", "b"), out=tmp_path / "n.pt", epochs=1, localisation_weight=1.0)
+
+
+def test_synthetic_crops_carry_their_lesion_masks_on_the_model_grid():
+    from medcam.data.tasks import get_task
+    from medcam.models.training import TASK_DEFAULTS
+    from medcam.transforms import model_geometry, preprocess
+
+    config = TASK_DEFAULTS["ct3d"][0]
+    crops, volumes = make_synthetic_crops("ct3d", 2, seed=5, config=config, crop_size=(40, 32, 20))
+    assert crops.masks.shape == (4, 1, 40, 32, 20) and volumes.masks.shape == (4, 1, 80, 64, 40)
+    assert not volumes.masks[1::2].any() and not crops.masks[1::2].any()  # the lesion-free halves
+    for pair in range(2):
+        positive, _ = get_task("ct3d").matched_pair(pair, 5)
+        grid = model_geometry(preprocess(positive.volume, config))
+        # every lesion centre lies in a marked model voxel, and the marked voxels lie near a lesion
+        for lesion in positive.lesions:
+            ijk = np.rint(grid.world_to_voxel(lesion.center_ras)).astype(int)
+            assert volumes.masks[2 * pair, 0][tuple(ijk)]
+        marked = np.argwhere(volumes.masks[2 * pair, 0].numpy())
+        world = np.array([grid.voxel_to_world(v.astype(float)) for v in marked])
+        nearest = np.min([np.linalg.norm(world - lesion.center_ras, axis=1) for lesion in positive.lesions], axis=0)
+        reach = max(max(lesion.radii_mm) for lesion in positive.lesions) + 5.0  # radius plus half a voxel
+        assert nearest.max() <= reach
+        assert crops.masks[2 * pair].any()
