@@ -32,28 +32,23 @@ def test_checkpoints_are_small_and_documented(ct3d, cr2d):
 
 
 @pytest.mark.parametrize(("study", "mask"), [("ct_lesion_dicom", "ct_lesion_dicom_mask.nii.gz"), ("ct_lesion.nii.gz", "ct_lesion_mask.nii.gz")])
-def test_3d_model_detects_the_bundled_lesions_and_cam_points_near_them(ct3d, study, mask):
+def test_3d_model_detects_the_bundled_lesions_and_cam_points_at_them(ct3d, study, mask):
     explanation = explain(ct3d, SAMPLE / study, method="cam", target=1)
     assert explanation.probability > 0.5 and explanation.target_name == "lesion"
     lesion = read_nifti(SAMPLE / mask)
     assert lesion.geometry.is_close(explanation.heatmap.geometry, atol=1e-4)
-    # within 2 cells of the 16 mm feature grid of the lesion (RESULTS.md: pointing-game figures)
-    hits = lesion.geometry.voxel_to_world(np.argwhere(lesion.array > 0).astype(float))
-    assert np.min(np.linalg.norm(hits - explanation.peak_ras, axis=1)) <= 32.0
+    # the pointing game on the source grid (RESULTS.md: hit rate over 100 held-out cases)
+    assert lesion.array[explanation.peak_index] == 1
 
 
 def test_3d_model_cam_peak_inside_a_large_synthetic_lesion(ct3d):
-    """A large liver lesion (radius 15-16 mm, +-70-80 HU): the CAM peak lies inside its mask.
-
-    For smaller lesions the 16 mm feature cells often put the peak next to the lesion rather than
-    in it; benchmarks/RESULTS.md reports the pointing-game hit rate over 100 held-out cases.
-    """
+    """A large liver lesion (radius 15-16 mm, +-70-80 HU): the CAM peak lies inside its mask."""
     from medcam.data import axial_geometry, ct_abdomen_scene, make_study
 
     scene = ct_abdomen_scene(np.random.default_rng(6), n_lesions=1, radius_range=(15.0, 16.0), contrast_range=(70.0, 80.0))
     study = make_study(scene, axial_geometry((96, 96, 40), (4.0, 4.0, 5.0)), seed=6)
     explanation = explain(ct3d, study.volume, method="cam", target=1)
-    assert explanation.probability > 0.9
+    assert explanation.probability > 0.5
     assert study.mask.array[explanation.peak_index] == 1
 
 
