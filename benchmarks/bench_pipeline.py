@@ -189,3 +189,7 @@ def main() -> None:
             print(f"  {name:32s} {seconds:7.2f} s  {100 * seconds / run['total']:5.1f}%")
         for name, seconds in run["writers"].items():
             print(f"    {name:34s} {seconds:7.2f} s (own time, overlapping)")
+
+
+if __name__ == "__main__":
+    main()
