@@ -7,10 +7,11 @@ Stages timed: read the DICOM series (medcam), preprocess, inference + CAM, back-
 the 512 x 512 x 200 grid, and writing NIfTI (gzip level 1, in a background thread), the
 Parametric Map and the Secondary Capture series, as ``write_case_outputs`` does. The I/O floor is
 pydicom reading every source file and decoding its pixels, plus plain writes of as many bytes as
-the outputs hold. The pipeline runs twice, each time in a fresh child process: cold (the case
-pays for imports and model loading) and warm (after a small case, as every case but the first of
-a cohort). Each child's peak resident memory (VmHWM) is its own; memory is reported as a
-multiple of the float32 size of the volume.
+the outputs hold, measured after each pipeline run. The pipeline runs three times, each in a
+fresh child process: cold (the case pays for imports and model loading), warm (after a small
+case, as every case but the first of a cohort) and warm with an uncompressed NIfTI. Each
+child's peak resident memory (VmHWM) is its own; memory is reported as a multiple of the
+float32 size of the volume.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_case(folder: Path, out: Path, checkpoint) -> dict:
+def run_case(folder: Path, out: Path, checkpoint, nifti_name: str = "cam.nii.gz") -> dict:
     """One case through every stage; the writers overlap as in ``write_case_outputs`` (NIfTI in a
     background thread, its compression outside the GIL; Parametric Map then Secondary Capture here)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -94,12 +95,12 @@ def run_case(folder: Path, out: Path, checkpoint) -> dict:
     stages["back-sampling"] = time.perf_counter() - t
     t = time.perf_counter()
     with ThreadPoolExecutor(max_workers=1) as background:
-        nifti = background.submit(timed, write_heatmap_nifti, heatmap, out / "cam.nii.gz", sidecar={"method": "cam"})
+        nifti = background.submit(timed, write_heatmap_nifti, heatmap, out / nifti_name, sidecar={"method": "cam"})
         writers = {
             "Parametric Map": timed(write_parametric_map, heatmap, series, out / "pm.dcm"),
             "Secondary Capture": timed(write_secondary_capture, heatmap, series, out / "sc"),
         }
-        writers["NIfTI (gzip 1, background thread)"] = nifti.result()
+        writers[f"NIfTI {nifti_name} (background thread)"] = nifti.result()
     stages["write NIfTI + PM + SC"] = time.perf_counter() - t
     total = time.perf_counter() - start
     output_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
@@ -107,10 +108,10 @@ def run_case(folder: Path, out: Path, checkpoint) -> dict:
             "voxels": int(np.prod(series.volume.shape))}
 
 
-def child_pipeline(folder: Path, out: Path, warm: bool) -> dict:
-    """The pipeline in this fresh process: cold (imports, model loading and highdicom's tables
-    included in the case's time), or warm (after one small case, as every case after the first
-    of a cohort runs)."""
+def child_pipeline(folder: Path, out: Path, mode: str) -> dict:
+    """The pipeline in this fresh process: "cold" (imports, model loading and highdicom's tables
+    fall in the case's stages), or "warm" (after one small case, as every case after the first
+    of a cohort runs); "warm-nii" writes the NIfTI uncompressed (``--formats nii``)."""
     import shutil
 
     from medcam.models import load_checkpoint
@@ -118,13 +119,13 @@ def child_pipeline(folder: Path, out: Path, warm: bool) -> dict:
     start = time.perf_counter()
     checkpoint = load_checkpoint(SAMPLE / "models" / "ct3d.pt")
     load = time.perf_counter() - start
-    if warm:
+    if mode != "cold":
         (out / "warmup").mkdir()
         run_case(SAMPLE / "ct_lesion_dicom", out / "warmup", checkpoint)
         shutil.rmtree(out / "warmup")
-    result = run_case(folder, out, checkpoint)
-    if not warm:
-        result["stages"] = {"import + load model": load, **result["stages"]}
+    result = run_case(folder, out, checkpoint, nifti_name="cam.nii" if mode == "warm-nii" else "cam.nii.gz")
+    if mode == "cold":
+        result["stages"] = {"load the model": load, **result["stages"]}
         result["total"] += load
     result["maxrss"] = _peak_rss_bytes()
     return result
@@ -164,7 +165,7 @@ def main() -> None:
         if mode == "floor":
             result = child_floor(Path(folder), Path(out), int(rest[0]))
         else:
-            result = child_pipeline(Path(folder), Path(out), warm=mode == "warm")
+            result = child_pipeline(Path(folder), Path(out), mode)
         print(json.dumps(result))
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,17 +173,21 @@ def main() -> None:
         print(f"making a {args.size[0]}x{args.size[1]}x{args.size[2]} CT series...", flush=True)
         make_series(tmp / "src", tuple(args.size))
         runs = {}
-        for mode in ("cold", "warm"):
+        floors = {}
+        for mode in ("cold", "warm", "warm-nii"):
             (tmp / mode).mkdir()
             runs[mode] = _run_child(mode, str(tmp / "src"), str(tmp / mode))
-        (tmp / "floor").mkdir()
-        floor = _run_child("floor", str(tmp / "src"), str(tmp / "floor"), str(runs["warm"]["output_bytes"]))
+            (tmp / f"floor-{mode}").mkdir()  # the floor writes as many bytes as this run's outputs hold
+            floors[mode] = _run_child("floor", str(tmp / "src"), str(tmp / f"floor-{mode}"), str(runs[mode]["output_bytes"]))
     volume_bytes = runs["warm"]["voxels"] * 4
-    print(f"\nI/O floor: read {floor['read']:.2f} s + write {runs['warm']['output_bytes'] / 2**20:.0f} MiB {floor['write']:.2f} s "
-          f"= {floor['total']:.2f} s; floor process peak memory {floor['maxrss'] / 2**20:.0f} MiB")
-    for mode, label in (("warm", "warm (a case after the first of a cohort)"), ("cold", "cold (a fresh process: imports included)")):
-        run = runs[mode]
-        print(f"\npipeline, {label}: {run['total']:.2f} s = {run['total'] / floor['total']:.2f}x the I/O floor; "
+    labels = {"warm": "warm (a case after the first of a cohort), .nii.gz",
+              "warm-nii": "warm, uncompressed .nii (--formats nii,pm,sc)",
+              "cold": "cold (a fresh process: imports included), .nii.gz"}
+    for mode, label in labels.items():
+        run, floor = runs[mode], floors[mode]
+        print(f"\nI/O floor: read {floor['read']:.2f} s + write {run['output_bytes'] / 2**20:.0f} MiB {floor['write']:.2f} s "
+              f"= {floor['total']:.2f} s; floor process peak memory {floor['maxrss'] / 2**20:.0f} MiB")
+        print(f"pipeline, {label}: {run['total']:.2f} s = {run['total'] / floor['total']:.2f}x the I/O floor; "
               f"peak memory {run['maxrss'] / 2**20:.0f} MiB = {run['maxrss'] / volume_bytes:.1f}x the float32 volume "
               f"({volume_bytes / 2**20:.0f} MiB)")
         for name, seconds in run["stages"].items():

@@ -246,6 +246,18 @@ class Volume:
         object.__setattr__(self, "array", _readonly(array))
 
     @classmethod
+    def adopt(cls, array: np.ndarray, geometry: ImageGeometry) -> "Volume":
+        """A Volume that takes over ``array`` without copying it (large arrays a function has just
+        made and holds no other reference to); the array is made read-only in place."""
+        if array.shape != geometry.shape:
+            raise GeometryError(f"Volume: array shape {array.shape} does not match geometry shape {geometry.shape}")
+        array.setflags(write=False)
+        volume = cls.__new__(cls)
+        object.__setattr__(volume, "array", array)
+        object.__setattr__(volume, "geometry", geometry)
+        return volume
+
+    @classmethod
     def from_array(cls, array: np.ndarray, affine_ras: np.ndarray) -> "Volume":
         """Build a Volume from an array and a voxel->RAS affine."""
         array = np.asarray(array)
@@ -301,7 +313,8 @@ def _interpolate_axis(data: np.ndarray, axis: int, coordinate: np.ndarray, order
 def _resample_separable(array: np.ndarray, shape, src_from_tgt: np.ndarray, axes: list[int], order: int, fill: float) -> np.ndarray:
     """resample_to for axis-aligned maps: one 1D interpolation per axis (same values as the general
     path, a fraction of its cost on large grids). The last, largest pass is written slab by slab
-    straight into the output, so memory stays near the output's own size."""
+    straight into the output, so memory stays near the output's own size. The output is in
+    Fortran order, like the volumes the readers make."""
     data = array if order == 0 else array.astype(np.float32, copy=False)
     dtype = array.dtype if order == 0 else np.float32
     coordinates, outside = {}, {}
@@ -318,7 +331,7 @@ def _resample_separable(array: np.ndarray, shape, src_from_tgt: np.ndarray, axes
     last = passes[2]
     t = axes[last]
     to_target = list(np.argsort(axes))
-    out = np.empty(shape, dtype=dtype)
+    out = np.empty(shape, dtype=dtype, order="F")  # i fastest: slices [:, :, k] are contiguous (DICOM frames, NIfTI)
     step = max(1, 4_000_000 // max(1, int(np.prod(data.shape)) // max(data.shape[last], 1)))
     for first in range(0, shape[t], step):
         chunk = _interpolate_axis(data, last, coordinates[last][first : first + step], order)
@@ -371,7 +384,7 @@ def resample_to(volume: Volume, target: ImageGeometry, *, order: int = 1, fill: 
     src_from_tgt = np.linalg.inv(source.affine_ras) @ target.affine_ras
     axes = _axis_mapping(src_from_tgt[:3, :3])
     if axes is not None:
-        return Volume(_resample_separable(volume.array, target.shape, src_from_tgt, axes, order, fill), target)
+        return Volume.adopt(_resample_separable(volume.array, target.shape, src_from_tgt, axes, order, fill), target)
     rotation, offset = src_from_tgt[:3, :3], src_from_tgt[:3, 3]
     ni, nj, nk = target.shape
     dtype = volume.array.dtype if order == 0 else np.float32

@@ -10,6 +10,8 @@ A :class:`PreprocessConfig` is stored in every checkpoint so inference reproduce
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,8 +152,16 @@ def to_meta_tensor(volume: Volume, spatial_dims: int):
         array = array[:, :, 0]
     elif volume.shape[2] == 1:
         raise GeometryError(f"a 3D model expects a volume, found a single image of shape {volume.shape}")
+    # a C-ordered copy: Volume arrays are read-only, and MONAI's resampling wants contiguous input
+    if array.flags.f_contiguous and not array.flags.c_contiguous:  # the readers' Fortran order:
+        with warnings.catch_warnings():  # torch copies it (multi-threaded) from a read-only view
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            reversed_view = torch.from_numpy(array.T)
+        tensor = reversed_view.permute(*range(array.ndim - 1, -1, -1)).contiguous()
+    else:
+        tensor = torch.from_numpy(np.array(array, dtype=np.float32, copy=True, order="C"))
     return MetaTensor(
-        torch.from_numpy(np.array(array[np.newaxis], dtype=np.float32, copy=True)),  # Volume arrays are read-only
+        tensor[None],
         affine=torch.tensor(np.array(volume.geometry.affine_ras), dtype=torch.float64),
         meta={"space": "RAS"},
     )
@@ -167,7 +177,14 @@ def preprocess(source: Volume | str | Path, config: PreprocessConfig, *, transfo
 
         source = read_volume(source)
     transform = transform or build_transform(config)
-    return transform({"image": to_meta_tensor(source, config.spatial_dims)})["image"]
+    from monai.transforms import apply_transform
+
+    data = {"image": to_meta_tensor(source, config.spatial_dims)}
+    # step by step rather than transform(data): each full-resolution intermediate is released
+    # as soon as the next step has made its own (a Compose call keeps its input alive throughout)
+    for step in transform.transforms:
+        data = apply_transform(step, data)
+    return data["image"]
 
 
 def model_geometry(tensor) -> ImageGeometry:

@@ -23,7 +23,9 @@ from medcam.io.dicom import DicomSeries
 
 __all__ = ["FORMATS", "CaseOutputs", "write_case_outputs"]
 
-FORMATS = ("nifti", "pm", "sc", "seg", "png")
+#: "nifti" writes ``<name>.nii.gz`` (gzip level 1, all CPUs); "nii" the same map uncompressed
+#: (``<name>.nii``, about 4 bytes a voxel, written at disk speed).
+FORMATS = ("nifti", "nii", "pm", "sc", "seg", "png")
 DEFAULT_FORMATS = ("nifti", "pm", "sc", "png")
 
 
@@ -70,6 +72,8 @@ def write_case_outputs(
         raise ExportError(f"unknown output formats {unknown}; valid: {', '.join(FORMATS)}")
     if "seg" in formats and threshold is None:
         raise ExportError("the 'seg' output needs a threshold (in raw map units)")
+    if "nifti" in formats and "nii" in formats:
+        raise ExportError("choose one NIfTI output: 'nifti' (.nii.gz) or 'nii' (uncompressed .nii)")
     out = check_output_dir(out_dir, [source_path])
     result = explanation.result
     sidecar: dict[str, Any] = {
@@ -90,14 +94,15 @@ def write_case_outputs(
     outputs = CaseOutputs()
     heatmap = explanation.heatmap
 
-    nifti_path = out / f"{name}.nii.gz"
-    if "nifti" in formats and nifti_path.exists() and not overwrite:  # refuse before anything is written
+    wants_nifti = "nifti" in formats or "nii" in formats
+    nifti_path = out / (f"{name}.nii.gz" if "nifti" in formats else f"{name}.nii")
+    if wants_nifti and nifti_path.exists() and not overwrite:  # refuse before anything is written
         raise ExportError(f"{nifti_path}: already exists; pass overwrite=True (--overwrite) to replace it")
     with ThreadPoolExecutor(max_workers=1) as background:
         # the NIfTI's compression runs in threads outside the GIL, while the DICOM writers
         # (mostly Python) run here
         nifti = background.submit(write_heatmap_nifti, heatmap, nifti_path, sidecar=sidecar,
-                                  overwrite=overwrite) if "nifti" in formats else None
+                                  overwrite=overwrite) if wants_nifti else None
         _write_dicom_outputs(explanation, series, out, formats, threshold, uids, overwrite, name, outputs)
         if nifti is not None:
             outputs.paths["nifti"] = list(nifti.result())

@@ -17,7 +17,7 @@ from pydicom.uid import SecondaryCaptureImageStorage
 from medcam import __version__
 from medcam.errors import ExportError
 from medcam.export.outputs import UidFactory, atomic_output
-from medcam.export.overlay import blend, draw_legend, heat_to_unit, source_window, to_levels, window_to_levels
+from medcam.export.overlay import blend, draw_legend, source_window, window_to_levels
 from medcam.export.source_planes import source_planes
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
@@ -61,13 +61,14 @@ def write_secondary_capture(
         planes = None  # no patient geometry: overlay without position attributes
     uids = uids or UidFactory()
     low, high = source_window(series.datasets, series.volume.array)
-    heat = to_levels(heat_to_unit(heatmap.array))  # 8-bit levels: what the overlay can show
+    top = float(np.max(heatmap.array))  # the map's maximum is full heat; negative evidence none
     ds = _series_template(series.datasets[0], uids.uid("sc-series"), series_number, description)
     folder = Path(folder)
     paths = []
     for k in range(heatmap.shape[2]):
         gray = window_to_levels(series.volume.array[:, :, k].T, low, high)  # (rows, cols)
-        rgb = draw_legend(blend(gray, heat[:, :, k].T, colormap=colormap, opacity=opacity), colormap=colormap)
+        heat = window_to_levels(heatmap.array[:, :, k].T, 0.0, top) if top > 0 else np.zeros_like(gray)  # 8-bit levels
+        rgb = draw_legend(blend(gray, heat, colormap=colormap, opacity=opacity), colormap=colormap)
         # one dataset serves every slice: only these attributes change from file to file
         ds.SOPInstanceUID = uids.uid("sc-instance", k)
         ds.InstanceNumber = k + 1

@@ -198,9 +198,10 @@ def read_dicom_series(
     if planes[0].pixel_spacing is None:
         warnings.warn(f"{series_name}: no PixelSpacing or ImagerPixelSpacing; 1 mm pixels assumed", MedcamWarning, stacklevel=2)
 
-    # one float32 volume, filled plane by plane; each file's pixel data is dropped once decoded
+    # one float32 volume, filled plane by plane; each file's pixel data is dropped once decoded.
+    # Fortran order (i fastest): each plane is one contiguous block, as in NIfTI and DICOM frames
     first = datasets[planes[layout.order[0]].dataset_index]
-    array = np.empty((int(first.Columns), int(first.Rows), len(layout.order)), dtype=np.float32)
+    array = np.empty((int(first.Columns), int(first.Rows), len(layout.order)), dtype=np.float32, order="F")
     decoded: dict[int, np.ndarray] = {}
     for k, plane_index in enumerate(layout.order):
         plane = planes[plane_index]
@@ -217,7 +218,8 @@ def read_dicom_series(
 
     if layout.resampling is not None:
         array = np.stack([(1 - w) * array[..., a] + w * array[..., b] for a, b, w in layout.resampling], axis=-1)
-    volume = Volume.from_array(array.astype(np.float32, copy=False), affine_lps_to_ras(layout.affine_lps))
+        array = np.asfortranarray(array, dtype=np.float32)
+    volume = Volume.adopt(array, ImageGeometry(array.shape, affine_lps_to_ras(layout.affine_lps)))
 
     frames = tuple(
         SourceFrame(planes[i].dataset_index, planes[i].frame_index, info.files[planes[i].dataset_index])

@@ -242,3 +242,16 @@ def test_explain_reuses_a_given_model_input(ct_study, tiny_checkpoint):
     fresh = explain(tiny_checkpoint, ct_study.volume, method="cam")
     assert reused.model_input is model_input
     assert np.array_equal(reused.heatmap.array, fresh.heatmap.array)
+
+
+def test_uncompressed_nifti_output(tmp_path, ct_study, tiny_checkpoint):
+    from medcam.io import write_nifti
+
+    source = write_nifti(ct_study.volume, tmp_path / "ct.nii.gz")
+    explanation = explain(tiny_checkpoint, read_nifti(source))
+    outputs = write_case_outputs(explanation, tmp_path / "out", source_path=source, formats=("nii",))
+    path = outputs.paths["nifti"][0]
+    assert path.name == "cam.nii" and path.read_bytes()[344:348] == b"n+1\x00"
+    assert np.array_equal(read_nifti(path).array, explanation.heatmap.array)
+    with pytest.raises(ExportError, match="choose one NIfTI output"):
+        write_case_outputs(explanation, tmp_path / "both", source_path=source, formats=("nifti", "nii"))
