@@ -213,3 +213,19 @@ def test_axis_aligned_fast_path_equals_the_general_path(monkeypatch, order):
         assert np.allclose(fast.array, general.array, atol=1e-5)
     else:
         assert np.mean(fast.array == general.array) > 0.999  # ties at exact half-voxels may round differently
+
+
+def test_adopt_takes_the_array_without_copying_and_protects_it():
+    array = np.zeros((4, 3, 2), dtype=np.float32, order="F")
+    geometry = ImageGeometry((4, 3, 2), np.eye(4))
+    volume = Volume.adopt(array, geometry)
+    assert volume.array is array and not array.flags.writeable
+    with pytest.raises(GeometryError, match="does not match geometry shape"):
+        Volume.adopt(np.zeros((4, 3, 3), np.float32), geometry)
+
+
+def test_separable_resampling_gives_fortran_ordered_output():
+    source = Volume.from_array(np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6), np.diag([2.0, 2.0, 2.0, 1.0]))
+    target = ImageGeometry((8, 10, 12), np.diag([1.0, 1.0, 1.0, 1.0]))
+    out = resample_to(source, target)
+    assert out.array.flags.f_contiguous and not out.array.flags.writeable
