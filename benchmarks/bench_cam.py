@@ -90,10 +90,17 @@ def _medcam(method: str, model, layer: str, x: torch.Tensor, **options):
 
 
 def _monai_gradcam(model, layer: str, x: torch.Tensor):
+    """MONAI's GradCAM on its own copy of the model, built once: each GradCAM object registers a
+    forward and a backward hook on the layer and never removes them, so on a shared model they
+    pile up and slow every later forward pass, the baseline's and medcam's included."""
+    import copy
+
     from monai.visualize import GradCAM
 
+    explainer = GradCAM(nn_module=copy.deepcopy(model), target_layers=layer, postprocessing=lambda m: m)
+
     def run():
-        return GradCAM(nn_module=model, target_layers=layer, postprocessing=lambda m: m)(x, class_idx=1)
+        return explainer(x, class_idx=1)
 
     return run
 

@@ -63,8 +63,8 @@ class CAM(CamExtractor):
         weights = self.fc.weight[targets]  # (N, K)
         if weights.shape[1] != activation.shape[1]:
             raise CamError(f"the linear layer takes {weights.shape[1]} inputs but layer {self.layer_name!r} has {activation.shape[1]} channels")
-        shape = (*weights.shape, *([1] * (activation.dim() - 2)))
-        cam = (weights.reshape(shape) * activation).sum(dim=1)
+        # one batched matrix product (N, 1, K) @ (N, K, S): no (N, K, *S) temporary
+        cam = torch.bmm(weights[:, None, :], activation.flatten(2)).reshape(activation.shape[0], *activation.shape[2:])
         if self.include_bias and self.fc.bias is not None:
             cam = cam + self.fc.bias[targets].reshape(-1, *([1] * (activation.dim() - 2)))
         return cam

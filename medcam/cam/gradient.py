@@ -17,6 +17,12 @@ def _spatial_sum(t: torch.Tensor) -> torch.Tensor:
     return t.sum(dim=tuple(range(2, t.dim())), keepdim=True)
 
 
+def _weighted_sum(weights: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+    """``sum_k w_k A_k(s)`` for weights (N, K, 1, ...): one batched matrix product, no (N, K, *S) temporary."""
+    n, k = activation.shape[:2]
+    return torch.bmm(weights.reshape(n, 1, k), activation.reshape(n, k, -1)).reshape(n, *activation.shape[2:])
+
+
 class _GradientMethod(CamExtractor):
     def _compute(self, x, activation, logits, targets):
         grads = self._gradients(activation, logits, targets)
@@ -37,7 +43,7 @@ class GradCAM(_GradientMethod):
 
     def _combine(self, activation, grads):
         n_positions = activation[0, 0].numel()
-        return (_spatial_sum(grads) / n_positions * activation).sum(dim=1)
+        return _weighted_sum(_spatial_sum(grads) / n_positions, activation)
 
 
 class GradCAMPlusPlus(_GradientMethod):
@@ -51,12 +57,13 @@ class GradCAMPlusPlus(_GradientMethod):
     method = "gradcam++"
 
     def _combine(self, activation, grads):
-        grads2 = grads.pow(2)
-        denominator = 2 * grads2 + _spatial_sum(activation) * grads2 * grads
-        denominator = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
-        alpha = grads2 / denominator
-        weights = _spatial_sum(alpha * torch.relu(grads))
-        return (weights * activation).sum(dim=1)
+        # in place where possible: these are full-size (N, K, *S) tensors
+        grads2 = grads * grads
+        denominator = (grads2 * grads).mul_(_spatial_sum(activation)).add_(grads2, alpha=2.0)
+        denominator.masked_fill_(denominator == 0, 1.0)
+        alpha = grads2.div_(denominator)
+        weights = _spatial_sum(alpha.mul_(grads.clamp(min=0)))
+        return _weighted_sum(weights, activation)
 
 
 class XGradCAM(_GradientMethod):
@@ -71,7 +78,7 @@ class XGradCAM(_GradientMethod):
         total = _spatial_sum(activation)
         total = torch.where(total != 0, total, torch.ones_like(total))
         weights = _spatial_sum(activation / total * grads)
-        return (weights * activation).sum(dim=1)
+        return _weighted_sum(weights, activation)
 
 
 class LayerCAM(_GradientMethod):
