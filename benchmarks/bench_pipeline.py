@@ -7,7 +7,9 @@ Stages timed: read the DICOM series (medcam), preprocess, inference + CAM, back-
 the 512 x 512 x 200 grid, and writing NIfTI (gzip level 1, in a background thread), the
 Parametric Map and the Secondary Capture series, as ``write_case_outputs`` does. The I/O floor is
 pydicom reading every source file and decoding its pixels, plus plain writes of as many bytes as
-the outputs hold, measured after each pipeline run. The pipeline runs three times, each in a
+the outputs hold (into the page cache, as the pipeline's own writes; the median of three),
+measured after each pipeline run. Every run and every floor write starts after an (untimed)
+``os.sync()``, so none pays for the previous one's writeback. The pipeline runs three times, each in a
 fresh child process: cold (the case pays for imports and model loading), warm (after a small
 case, as every case but the first of a cohort) and warm with an uncompressed NIfTI. Each
 child's peak resident memory (VmHWM) is its own; memory is reported as a multiple of the
@@ -131,26 +133,33 @@ def child_pipeline(folder: Path, out: Path, mode: str) -> dict:
     return result
 
 
-def child_floor(folder: Path, out: Path, output_bytes: int) -> dict:
+def child_floor(folder: Path, out: Path, output_bytes: int, repeats: int = 3) -> dict:
+    """Median of ``repeats`` measurements of each part. The writes, like the pipeline's, end in the
+    page cache (neither calls fsync)."""
+    import statistics
+
     import pydicom
 
-    start = time.perf_counter()
-    for path in sorted(folder.iterdir()):
-        pydicom.dcmread(path).pixel_array  # noqa: B018 - decode, as a reader must
-    read = time.perf_counter() - start
-    t = time.perf_counter()
+    reads, writes = [], []
     block = os.urandom(1 << 20)
-    with open(out / "floor.bin", "wb") as handle:
-        for _ in range(output_bytes >> 20):
-            handle.write(block)
-        handle.write(block[: output_bytes % (1 << 20)])
-        handle.flush()
-        os.fsync(handle.fileno())
-    write = time.perf_counter() - t
+    for repeat in range(repeats):
+        start = time.perf_counter()
+        for path in sorted(folder.iterdir()):
+            pydicom.dcmread(path).pixel_array  # noqa: B018 - decode, as a reader must
+        reads.append(time.perf_counter() - start)
+        os.sync()  # untimed: start each write with no dirty pages from before, as the pipeline does
+        t = time.perf_counter()
+        with open(out / f"floor{repeat}.bin", "wb") as handle:
+            for _ in range(output_bytes >> 20):
+                handle.write(block)
+            handle.write(block[: output_bytes % (1 << 20)])
+        writes.append(time.perf_counter() - t)
+    read, write = statistics.median(reads), statistics.median(writes)
     return {"read": read, "write": write, "total": read + write, "maxrss": _peak_rss_bytes()}
 
 
 def _run_child(mode: str, *args: str) -> dict:
+    os.sync()  # every child starts with the previous one's writes on disk (writeback would slow it)
     result = subprocess.run([sys.executable, __file__, "--child", mode, *args], capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
