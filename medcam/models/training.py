@@ -67,8 +67,9 @@ TASK_DEFAULTS: dict[str, tuple[PreprocessConfig, ClassifierConfig, tuple[str, st
 #: The 3D model also learns where its evidence may lie (``localisation_weight``, see
 #: :func:`localisation_penalty`): its lesion masks come with the synthetic studies.
 TASK_RECIPES: dict[str, dict[str, float]] = {
-    "ct3d": {"crop_epochs": 14, "epochs": 2, "localisation_weight": 1.0, "localisation_warmup": 6},
-    "cr2d": {"crop_epochs": 18, "epochs": 4, "localisation_weight": 0.0, "localisation_warmup": 0},
+    "ct3d": {"crop_epochs": 14, "epochs": 2, "localisation_weight": 1.0, "localisation_warmup": 6, "batch_norm_samples": 512},
+    # batch norm over every training case (0: all), as when cr2d.pt was trained
+    "cr2d": {"crop_epochs": 18, "epochs": 4, "localisation_weight": 0.0, "localisation_warmup": 0, "batch_norm_samples": 0},
 }
 
 
@@ -374,9 +375,11 @@ def train_classifier(
     (binary tasks; the training data must carry lesion masks): the class-1 CAM is then trained
     to hold its evidence on the lesions and stay neutral elsewhere; its weight rises linearly
     from 0 over the first ``localisation_warmup`` epochs, so the network first learns to see
-    the lesions; the best checkpoint is chosen among the epochs after the warm-up. After each
-    epoch the linear
-    layer is centred over classes (:func:`centre_classifier`; predictions do not change).
+    the lesions; the best checkpoint is chosen among the epochs after the warm-up. With the loss,
+    the linear layer is also centred over classes after each epoch (:func:`centre_classifier`;
+    predictions do not change), so the saved class-1 map is the evidence the loss shaped. Without
+    it the layer is left as trained: on the labels-only radiograph model, centring took the CAM
+    hit rate from 0.46 to 0 (``benchmarks/RESULTS.md``).
     Validation metrics use the positive class (index 1) probability at threshold 0.5.
     """
     num_classes = model_config.num_classes
@@ -444,7 +447,8 @@ def train_classifier(
             optimizer.step()
             scheduler.step()
             total_loss += float(loss.detach()) * len(index)
-        centre_classifier(model)
+        if localisation_weight:  # the penalty measures evidence against the mean class: save that map
+            centre_classifier(model)
         _recompute_batch_norm(model, bn_images, batch_size)
         probabilities = predict_probabilities(model, val.images)
         metrics = classification_metrics(val.labels.numpy() == 1, probabilities[:, 1])
@@ -512,7 +516,7 @@ def train_synthetic_task(
         crops, val, model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
         out=stage_one, epochs=crop_epochs, batch_size=batch_size, lr=lr, seed=seed, select_by="auc",
         localisation_weight=localisation_weight, localisation_warmup=int(recipe["localisation_warmup"]),
-        progress=progress, log=log,
+        batch_norm_samples=int(recipe["batch_norm_samples"]) or None, progress=progress, log=log,
     )
     from medcam.models.checkpoint import load_checkpoint
 
@@ -522,7 +526,8 @@ def train_synthetic_task(
     second = train_classifier(
         volumes, val, model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
         out=out, epochs=epochs, batch_size=batch_size, lr=lr / 3, seed=seed + 1, initial_state=state,
-        localisation_weight=localisation_weight, extra_summary={"recipe": "crops then whole volumes", "stage1": {"crops": len(crops), "crop_size": list(crop),
+        localisation_weight=localisation_weight, batch_norm_samples=int(recipe["batch_norm_samples"]) or None,
+        extra_summary={"recipe": "crops then whole volumes", "stage1": {"crops": len(crops), "crop_size": list(crop),
                        "epochs": crop_epochs, "best_epoch": first.best_epoch, "seconds": round(first.seconds, 1)}},
         progress=progress, log=log,
     )

@@ -39,6 +39,8 @@ def test_tiny_training_run_end_to_end(manifest, tmp_path):
     assert training["best_epoch"] == result.best_epoch
     assert "auc" in checkpoint.metadata["metrics"]["validation"]
     assert checkpoint.preprocess_config == PREPROCESS
+    # labels only: the linear layer is left as trained, not centred over classes
+    assert checkpoint.model.classifier.weight.sum(dim=0).abs().max() > 1e-3
 
 
 def test_training_is_seeded(manifest, tmp_path):
@@ -191,7 +193,9 @@ def test_training_with_the_localisation_loss_moves_evidence_onto_the_lesion(tmp_
     assert "outside-lesion evidence" in lines[0]
     assert penalties[-1] < 0.5 * max(penalties[:2])
     assert result.best_epoch > 2  # chosen after the warm-up
-    assert load_checkpoint(result.checkpoint).metadata["training"]["localisation_weight"] == 1.0
+    trained = load_checkpoint(result.checkpoint)
+    assert trained.metadata["training"]["localisation_weight"] == 1.0
+    assert torch.allclose(trained.model.classifier.weight.sum(dim=0), torch.zeros(8), atol=1e-5)  # centred
     with pytest.raises(TrainingError, match="must be shorter than the 2 epochs"):
         train_classifier(train, val, model_config=TINY, preprocess_config=PREPROCESS, class_names=("a", "b"),
                          out=tmp_path / "w.pt", epochs=2, localisation_weight=1.0, localisation_warmup=2)
