@@ -11,7 +11,6 @@ A :class:`PreprocessConfig` is stored in every checkpoint so inference reproduce
 from __future__ import annotations
 
 import warnings
-
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,9 +179,9 @@ def preprocess(source: Volume | str | Path, config: PreprocessConfig, *, transfo
     from monai.transforms import apply_transform
 
     data = {"image": to_meta_tensor(source, config.spatial_dims)}
-    # step by step rather than transform(data): each full-resolution intermediate is released
-    # as soon as the next step has made its own (a Compose call keeps its input alive throughout)
-    for step in transform.transforms:
+    # a Compose step by step rather than transform(data): each full-resolution intermediate is
+    # released as soon as the next step has made its own (a Compose call keeps its input alive)
+    for step in getattr(transform, "transforms", None) or [transform]:
         data = apply_transform(step, data)
     return data["image"]
 
