@@ -13,7 +13,7 @@ from torch import nn
 
 from medcam.errors import MedcamError
 
-__all__ = ["CamError", "CamResult", "CamExtractor", "resolve_layer", "resolve_targets", "upsample"]
+__all__ = ["CamError", "CamResult", "CamExtractor", "resolve_layer", "resolve_targets", "upsample", "weighted_sum"]
 
 
 class CamError(MedcamError, ValueError):
@@ -78,6 +78,13 @@ def upsample(feature_map: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """``(N, *spatial)`` -> ``(N, *size)`` by (bi/tri)linear interpolation, ``align_corners=False``."""
     mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
     return F.interpolate(feature_map.unsqueeze(1), size=tuple(size), mode=mode, align_corners=False).squeeze(1)
+
+
+def weighted_sum(weights: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+    """``sum_k w_k A_k(s)`` for per-sample channel weights (N, K) or (N, K, 1, ...) and an
+    activation (N, K, *S): one batched matrix product, no (N, K, *S) temporary."""
+    n, k = activation.shape[:2]
+    return torch.bmm(weights.reshape(n, 1, k), activation.reshape(n, k, -1)).reshape(n, *activation.shape[2:])
 
 
 class CamExtractor:

@@ -11,10 +11,9 @@ shifts every position equally and says nothing about where.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from medcam.cam.base import CamError, CamExtractor
+from medcam.cam.base import CamError, CamExtractor, weighted_sum
 
 __all__ = ["CAM"]
 
@@ -63,8 +62,7 @@ class CAM(CamExtractor):
         weights = self.fc.weight[targets]  # (N, K)
         if weights.shape[1] != activation.shape[1]:
             raise CamError(f"the linear layer takes {weights.shape[1]} inputs but layer {self.layer_name!r} has {activation.shape[1]} channels")
-        # one batched matrix product (N, 1, K) @ (N, K, S): no (N, K, *S) temporary
-        cam = torch.bmm(weights[:, None, :], activation.flatten(2)).reshape(activation.shape[0], *activation.shape[2:])
+        cam = weighted_sum(weights, activation)
         if self.include_bias and self.fc.bias is not None:
             cam = cam + self.fc.bias[targets].reshape(-1, *([1] * (activation.dim() - 2)))
         return cam

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from medcam.cam.base import CamExtractor
+from medcam.cam.base import CamExtractor, weighted_sum
 
 __all__ = ["GradCAM", "GradCAMPlusPlus", "XGradCAM", "LayerCAM", "HiResCAM"]
 
@@ -15,12 +15,6 @@ __all__ = ["GradCAM", "GradCAMPlusPlus", "XGradCAM", "LayerCAM", "HiResCAM"]
 def _spatial_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum over spatial axes, keeping them as size 1: (N, K, *S) -> (N, K, 1, ...)."""
     return t.sum(dim=tuple(range(2, t.dim())), keepdim=True)
-
-
-def _weighted_sum(weights: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
-    """``sum_k w_k A_k(s)`` for weights (N, K, 1, ...): one batched matrix product, no (N, K, *S) temporary."""
-    n, k = activation.shape[:2]
-    return torch.bmm(weights.reshape(n, 1, k), activation.reshape(n, k, -1)).reshape(n, *activation.shape[2:])
 
 
 class _GradientMethod(CamExtractor):
@@ -43,7 +37,7 @@ class GradCAM(_GradientMethod):
 
     def _combine(self, activation, grads):
         n_positions = activation[0, 0].numel()
-        return _weighted_sum(_spatial_sum(grads) / n_positions, activation)
+        return weighted_sum(_spatial_sum(grads) / n_positions, activation)
 
 
 class GradCAMPlusPlus(_GradientMethod):
@@ -63,7 +57,7 @@ class GradCAMPlusPlus(_GradientMethod):
         denominator.masked_fill_(denominator == 0, 1.0)
         alpha = grads2.div_(denominator)
         weights = _spatial_sum(alpha.mul_(grads.clamp(min=0)))
-        return _weighted_sum(weights, activation)
+        return weighted_sum(weights, activation)
 
 
 class XGradCAM(_GradientMethod):
@@ -78,7 +72,7 @@ class XGradCAM(_GradientMethod):
         total = _spatial_sum(activation)
         total = torch.where(total != 0, total, torch.ones_like(total))
         weights = _spatial_sum(activation / total * grads)
-        return _weighted_sum(weights, activation)
+        return weighted_sum(weights, activation)
 
 
 class LayerCAM(_GradientMethod):
