@@ -33,16 +33,16 @@ def window_to_unit(values: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip((np.asarray(values, dtype=np.float32) - low) / (high - low), 0.0, 1.0)
 
 
-def to_levels(unit: np.ndarray) -> np.ndarray:
-    """Values in 0..1 -> 8-bit levels 0..255 (uint8), rounded to nearest."""
-    return np.rint(np.clip(np.asarray(unit, dtype=np.float32), 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
-
-
 def window_to_levels(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Source values -> 8-bit display levels of the window ``low..high``."""
+    """Source values -> 8-bit display levels of the window ``low..high``, rounded to nearest."""
     scale = np.float32(255.0 / (high - low))
     levels = (np.asarray(values, dtype=np.float32) - np.float32(low)) * scale
     return np.rint(np.clip(levels, 0.0, 255.0, out=levels), out=levels).astype(np.uint8)
+
+
+def to_levels(unit: np.ndarray) -> np.ndarray:
+    """Values in 0..1 -> 8-bit levels 0..255 (uint8)."""
+    return window_to_levels(unit, 0.0, 1.0)
 
 
 def heat_to_unit(heatmap: np.ndarray, *, vmax: float | None = None) -> np.ndarray:
