@@ -33,9 +33,9 @@ def write_heatmap_nifti(
     """Write ``heatmap`` (float32) and ``sidecar`` (JSON) next to each other.
 
     qform and sform are both the heatmap's affine (code 1, scanner), so for a NIfTI source the
-    shape and affine are identical to the input's. ``.nii.gz`` files use gzip level
-    ``compress_level`` (1: fast; the default level 9 can cost more than the whole explanation),
-    deflated by every CPU at once (:func:`medcam.export.parallel_gzip.write_gzip`); ``.nii``
+    shape and affine are identical to the input's. ``.nii.gz`` files are deflated by ISA-L at
+    ``compress_level`` (0-3; zlib's level 6 or 9 can cost more than the whole explanation) on
+    every CPU at once (:func:`medcam.export.parallel_gzip.write_gzip`); ``.nii``
     files are not compressed. The voxels are streamed out a slab at a time, never copied whole.
     """
     path = Path(path)

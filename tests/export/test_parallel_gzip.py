@@ -28,6 +28,22 @@ def test_blocks_decompress_to_their_concatenation_as_one_member(sizes, workers):
     assert member.decompress(data) == b"".join(blocks) and member.eof and member.unused_data == b""
 
 
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+def test_every_level_gives_a_standard_member(level):
+    data = np.cumsum(np.random.default_rng(level).normal(size=300_000)).astype(np.float32).tobytes()
+    handle = io.BytesIO()
+    write_gzip(handle, [data[:500_000], data[500_000:]], level=level, workers=2)
+    assert gzip.decompress(handle.getvalue()) == data
+
+
+@pytest.mark.parametrize("level", [-1, 4, 9])
+def test_a_level_outside_isal_range_is_refused_before_writing(level):
+    handle = io.BytesIO()
+    with pytest.raises(ValueError, match="ISA-L"):
+        write_gzip(handle, [b"abc"], level=level)
+    assert handle.getvalue() == b""
+
+
 @pytest.mark.parametrize("name", ["map.nii.gz", "map.nii"])
 def test_streamed_nifti_reads_back_identically_in_nibabel_and_simpleitk(tmp_path, name):
     rng = np.random.default_rng(0)
