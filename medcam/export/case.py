@@ -13,6 +13,7 @@ from medcam import __version__
 from medcam.errors import ExportError
 from medcam.explain import Explanation
 from medcam.export.figures import write_figure
+from medcam.export.forked import ForkedCall
 from medcam.export.nifti import write_heatmap_nifti
 from medcam.export.outputs import UidFactory, check_output_dir
 from medcam.export.overlay import source_window
@@ -23,7 +24,7 @@ from medcam.io.dicom import DicomSeries
 
 __all__ = ["FORMATS", "CaseOutputs", "write_case_outputs"]
 
-#: "nifti" writes ``<name>.nii.gz`` (gzip level 1, all CPUs); "nii" the same map uncompressed
+#: "nifti" writes ``<name>.nii.gz`` (ISA-L gzip level 1, all CPUs); "nii" the same map uncompressed
 #: (``<name>.nii``, about 4 bytes a voxel, written at disk speed).
 FORMATS = ("nifti", "nii", "pm", "sc", "seg", "png")
 DEFAULT_FORMATS = ("nifti", "pm", "sc", "png")
@@ -98,12 +99,29 @@ def write_case_outputs(
     nifti_path = out / (f"{name}.nii.gz" if "nifti" in formats else f"{name}.nii")
     if wants_nifti and nifti_path.exists() and not overwrite:  # refuse before anything is written
         raise ExportError(f"{nifti_path}: already exists; pass overwrite=True (--overwrite) to replace it")
+    dicom_formats = [f for f in ("pm", "sc", "seg") if f in formats]
+    if dicom_formats and series is None:
+        outputs.notes.append(f"{', '.join(dicom_formats)}: skipped, the source is not DICOM")
+        dicom_formats = []
+    # highdicom's Parametric Map, the slowest writer and mostly Python, runs in a forked child
+    # while the rest is written here. It is forked first, before the NIfTI thread starts, so no
+    # thread of this process is in the middle of anything when the child is made.
+    parametric_map = ForkedCall(
+        write_parametric_map, heatmap, series, out / f"{name}_pm.dcm", uids=uids, overwrite=overwrite,
+        label=result.method, description=f"medcam {result.method} map (raw)",
+    ) if "pm" in dicom_formats else None
     with ThreadPoolExecutor(max_workers=1) as background:
         # the NIfTI's compression runs in threads outside the GIL, while the DICOM writers
         # (mostly Python) run here
         nifti = background.submit(write_heatmap_nifti, heatmap, nifti_path, sidecar=sidecar,
                                   overwrite=overwrite) if wants_nifti else None
-        _write_dicom_outputs(explanation, series, out, formats, threshold, uids, overwrite, name, outputs)
+        first_note = len(outputs.notes)
+        _write_dicom_outputs(explanation, series, out, dicom_formats, threshold, uids, overwrite, name, outputs)
+        if parametric_map is not None:
+            try:
+                outputs.paths["pm"] = [parametric_map.result()]
+            except ExportError as exc:
+                outputs.notes.insert(first_note, f"pm: skipped, {exc}")  # in format order, as the others
         if nifti is not None:
             outputs.paths["nifti"] = list(nifti.result())
     if "png" in formats:
@@ -113,19 +131,13 @@ def write_case_outputs(
     return outputs
 
 
-def _write_dicom_outputs(explanation: Explanation, series: DicomSeries | None, out: Path, formats: Sequence[str],
+def _write_dicom_outputs(explanation: Explanation, series: DicomSeries, out: Path, formats: Sequence[str],
                          threshold: float | None, uids: UidFactory, overwrite: bool, name: str, outputs: CaseOutputs) -> None:
+    """The Secondary Capture series and the SEG, here (the Parametric Map is written by a child)."""
     result, heatmap = explanation.result, explanation.heatmap
-    dicom_formats = [f for f in ("pm", "sc", "seg") if f in formats]
-    if dicom_formats and series is None:
-        outputs.notes.append(f"{', '.join(dicom_formats)}: skipped, the source is not DICOM")
-        dicom_formats = []
-    for fmt in dicom_formats:
+    for fmt in (f for f in formats if f in ("sc", "seg")):
         try:
-            if fmt == "pm":
-                outputs.paths["pm"] = [write_parametric_map(heatmap, series, out / f"{name}_pm.dcm", uids=uids, overwrite=overwrite,
-                                                            label=result.method, description=f"medcam {result.method} map (raw)")]
-            elif fmt == "sc":
+            if fmt == "sc":
                 outputs.paths["sc"] = write_secondary_capture(heatmap, series, out / f"{name}_sc", uids=uids, overwrite=overwrite,
                                                               description=f"medcam {result.method} overlay")
             else:

@@ -255,3 +255,23 @@ def test_uncompressed_nifti_output(tmp_path, ct_study, tiny_checkpoint):
     assert np.array_equal(read_nifti(path).array, explanation.heatmap.array)
     with pytest.raises(ExportError, match="choose one NIfTI output"):
         write_case_outputs(explanation, tmp_path / "both", source_path=source, formats=("nifti", "nii"))
+
+
+def test_outputs_a_resampled_series_cannot_hold_are_skipped_with_notes_in_format_order(tmp_path, ct_study, tiny_checkpoint):
+    """The Parametric Map's refusal comes back from its writer process as a note, before the
+    Secondary Capture's; the outputs that can be written are."""
+    import warnings
+
+    from medcam.errors import MedcamWarning
+
+    write_dicom_series(ct_study.volume, tmp_path / "gap", drop_slices=[3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MedcamWarning)
+        series = read_dicom_series(tmp_path / "gap", allow_irregular=True)
+    explanation = explain(tiny_checkpoint, series.volume)
+    outputs = write_case_outputs(explanation, tmp_path / "out", source_path=tmp_path / "gap", series=series,
+                                 formats=("nifti", "pm", "sc"))
+    assert set(outputs.paths) == {"nifti"}
+    assert [note.split(":")[0] for note in outputs.notes] == ["pm", "sc"]
+    assert all("resampled" in note for note in outputs.notes)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cam.json", "cam.nii.gz"]  # no temporary left
