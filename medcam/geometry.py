@@ -310,6 +310,27 @@ def _interpolate_axis(data: np.ndarray, axis: int, coordinate: np.ndarray, order
     return below
 
 
+def _lerp_axis_into(data: np.ndarray, axis: int, coordinate: np.ndarray, out: np.ndarray, to_target: list[int]) -> None:
+    """``out[...] = transpose(_interpolate_axis(data, axis, coordinate, 1), to_target)``: the
+    same float32 arithmetic, so the same values, with torch's multi-threaded kernels."""
+    import torch
+
+    n = data.shape[axis]
+    source = torch.from_numpy(data)
+    if n == 1:
+        low = np.zeros(len(coordinate), dtype=np.int64)
+    else:
+        low = np.minimum(np.floor(coordinate).astype(np.int64), n - 2)
+    shape = [1] * data.ndim
+    shape[axis] = len(coordinate)
+    weight = torch.from_numpy((coordinate - low).astype(np.float32).reshape(shape))
+    below = source.index_select(axis, torch.from_numpy(low))
+    if n > 1:
+        above = source.index_select(axis, torch.from_numpy(low + 1))
+        below.mul_(1 - weight).add_(above.mul_(weight))  # as _interpolate_axis: exact at weights 0 and 1
+    torch.from_numpy(out).copy_(below.permute(*to_target))
+
+
 def _resample_separable(array: np.ndarray, shape, src_from_tgt: np.ndarray, axes: list[int], order: int, fill: float) -> np.ndarray:
     """resample_to for axis-aligned maps: one 1D interpolation per axis (same values as the general
     path, a fraction of its cost on large grids). The last, largest pass is written slab by slab
@@ -334,10 +355,12 @@ def _resample_separable(array: np.ndarray, shape, src_from_tgt: np.ndarray, axes
     out = np.empty(shape, dtype=dtype, order="F")  # i fastest: slices [:, :, k] are contiguous (DICOM frames, NIfTI)
     step = max(1, 4_000_000 // max(1, int(np.prod(data.shape)) // max(data.shape[last], 1)))
     for first in range(0, shape[t], step):
-        chunk = _interpolate_axis(data, last, coordinates[last][first : first + step], order)
         index = [slice(None)] * 3
         index[t] = slice(first, first + step)
-        out[tuple(index)] = np.transpose(chunk, to_target)
+        if order == 1:  # the largest pass: torch's kernels use every CPU
+            _lerp_axis_into(data, last, coordinates[last][first : first + step], out[tuple(index)], to_target)
+        else:
+            out[tuple(index)] = np.transpose(_interpolate_axis(data, last, coordinates[last][first : first + step], order), to_target)
     for axis, indices in outside.items():
         if indices.size:
             index = [slice(None)] * 3

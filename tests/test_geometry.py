@@ -229,3 +229,17 @@ def test_separable_resampling_gives_fortran_ordered_output():
     target = ImageGeometry((8, 10, 12), np.diag([1.0, 1.0, 1.0, 1.0]))
     out = resample_to(source, target)
     assert out.array.flags.f_contiguous and not out.array.flags.writeable
+
+
+def test_separable_resampling_along_a_single_slice_axis_repeats_the_slice(monkeypatch):
+    """The largest expansion along a one-voxel axis (the last, multi-threaded pass): every
+    target slice inside the source slab is that slice, as in the general path."""
+    import medcam.geometry as geometry_module
+
+    plane = np.random.default_rng(3).normal(size=(6, 5, 1)).astype(np.float32)
+    source = Volume.from_array(plane, np.diag([2.0, 2.0, 10.0, 1.0]))
+    target = ImageGeometry((6, 5, 40), np.array([[2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 0.25, -4.875], [0, 0, 0, 1]]))
+    fast = resample_to(source, target, fill=-7.0)
+    assert np.array_equal(fast.array, np.repeat(plane, 40, axis=2))  # slices at -4.875 .. 4.875 mm: all in the 10 mm slab
+    monkeypatch.setattr(geometry_module, "_axis_mapping", lambda linear: None)
+    assert np.array_equal(fast.array, resample_to(source, target, fill=-7.0).array)
