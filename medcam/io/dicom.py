@@ -111,19 +111,20 @@ def _value_range(ds: Dataset, slope: float, intercept: float) -> tuple[float, fl
     return ends[0], ends[1]
 
 
-def _plane_values(ds: Dataset, pixels: np.ndarray, plane: SlicePlane) -> np.ndarray:
-    """Stored values of one plane -> float32 real-world values, MONOCHROME1 inverted."""
+def _plane_values(ds: Dataset, pixels: np.ndarray, plane: SlicePlane, out: np.ndarray) -> None:
+    """Stored values of one plane (rows, columns) -> float32 real-world values, MONOCHROME1
+    inverted, written into ``out`` (columns, rows) in place: no temporary plane."""
     if "ModalityLUTSequence" in ds:
         from pydicom.pixels import apply_modality_lut
 
-        values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32)
-        low, high = float(values.min()), float(values.max())
+        out[...] = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float32).T
+        low, high = float(out.min()), float(out.max())
     else:
-        values = pixels.astype(np.float32) * np.float32(plane.slope) + np.float32(plane.intercept)
+        np.multiply(pixels.T, np.float32(plane.slope), out=out, dtype=np.float32)
+        out += np.float32(plane.intercept)
         low, high = _value_range(ds, plane.slope, plane.intercept)
     if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
-        values = np.float32(low + high) - values
-    return values
+        np.subtract(np.float32(low + high), out, out=out)
 
 
 def _decode(ds: Dataset, path: Path, n_frames: int) -> np.ndarray:
@@ -211,7 +212,7 @@ def read_dicom_series(
             decoded[plane.dataset_index] = _decode(ds, info.files[plane.dataset_index], n_frames)
             del ds.PixelData
         pixels = decoded[plane.dataset_index][plane.frame_index or 0]
-        array[:, :, k] = _plane_values(ds, pixels, plane).T  # (rows, cols) -> (i = column, j = row)
+        _plane_values(ds, pixels, plane, array[:, :, k])  # (rows, cols) -> (i = column, j = row)
         if plane.frame_index is None:  # a single-frame file: its one plane is done
             del decoded[plane.dataset_index]
     decoded.clear()
