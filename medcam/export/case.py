@@ -20,6 +20,7 @@ from medcam.export.overlay import source_window
 from medcam.export.parametric_map import write_parametric_map
 from medcam.export.secondary_capture import write_secondary_capture
 from medcam.export.seg import write_segmentation
+from medcam.gc_pause import pauses_gc
 from medcam.io.dicom import DicomSeries
 
 __all__ = ["FORMATS", "CaseOutputs", "write_case_outputs"]
@@ -49,6 +50,7 @@ def _versions() -> dict[str, str]:
             "pydicom": pydicom.__version__, "highdicom": highdicom.__version__, "nibabel": nibabel.__version__}
 
 
+@pauses_gc
 def write_case_outputs(
     explanation: Explanation,
     out_dir: str | Path,

@@ -15,12 +15,14 @@ from pydicom.sr.coding import Code
 from medcam.errors import ExportError
 from medcam.export.outputs import UidFactory, atomic_output, derived_object_identity
 from medcam.export.source_planes import align_frames_with_sources, highdicom_geometry, source_planes
+from medcam.gc_pause import pauses_gc
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
 
 __all__ = ["write_parametric_map"]
 
 
+@pauses_gc
 def write_parametric_map(
     heatmap: Volume,
     series: DicomSeries,

@@ -19,6 +19,7 @@ from medcam.errors import ExportError
 from medcam.export.outputs import UidFactory, atomic_output
 from medcam.export.overlay import blend, draw_legend, source_window, window_to_levels
 from medcam.export.source_planes import source_planes
+from medcam.gc_pause import pauses_gc
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
 from medcam.io.dicom_meta import set_file_meta
@@ -32,6 +33,7 @@ _PATIENT_STUDY = (
 )
 
 
+@pauses_gc
 def write_secondary_capture(
     heatmap: Volume,
     series: DicomSeries,

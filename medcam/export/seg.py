@@ -11,12 +11,14 @@ from medcam import __version__
 from medcam.errors import ExportError
 from medcam.export.outputs import UidFactory, atomic_output, derived_object_identity
 from medcam.export.source_planes import align_frames_with_sources, highdicom_geometry, source_planes
+from medcam.gc_pause import pauses_gc
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
 
 __all__ = ["write_segmentation"]
 
 
+@pauses_gc
 def write_segmentation(
     heatmap: Volume,
     series: DicomSeries,

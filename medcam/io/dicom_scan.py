@@ -12,6 +12,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from medcam.errors import DicomSeriesError
+from medcam.gc_pause import pauses_gc
 
 __all__ = ["SeriesInfo", "SkippedFile", "SeriesScan", "find_series", "scan_files"]
 
@@ -73,6 +74,7 @@ def _is_image(ds: pydicom.Dataset) -> tuple[bool, str]:
     return True, ""
 
 
+@pauses_gc
 def scan_files(paths: Iterable[Path]) -> SeriesScan:
     """Read the headers of ``paths`` and group the image objects by series."""
     groups: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
