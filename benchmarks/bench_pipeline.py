@@ -74,7 +74,7 @@ def run_case(folder: Path, out: Path, checkpoint, nifti_name: str = "cam.nii.gz"
     from medcam.cam import create_extractor
     from medcam.export.forked import ForkedCall
     from medcam.export.nifti import write_heatmap_nifti
-    from medcam.export.parametric_map import write_parametric_map
+    from medcam.export.parametric_map import load_highdicom_tables, write_parametric_map
     from medcam.export.secondary_capture import write_secondary_capture
     from medcam.io import read_dicom_series
     from medcam.transforms import preprocess
@@ -99,6 +99,7 @@ def run_case(folder: Path, out: Path, checkpoint, nifti_name: str = "cam.nii.gz"
     heatmap = to_source_grid(result.map[0], model_input, series.volume.geometry)
     stages["back-sampling"] = time.perf_counter() - t
     t = time.perf_counter()
+    load_highdicom_tables()
     parametric_map = ForkedCall(timed, write_parametric_map, heatmap, series, out / "pm.dcm")
     with ThreadPoolExecutor(max_workers=1) as background:
         nifti = background.submit(timed, write_heatmap_nifti, heatmap, out / nifti_name, sidecar={"method": "cam"})

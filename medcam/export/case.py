@@ -17,7 +17,7 @@ from medcam.export.forked import ForkedCall
 from medcam.export.nifti import write_heatmap_nifti
 from medcam.export.outputs import UidFactory, check_output_dir
 from medcam.export.overlay import source_window
-from medcam.export.parametric_map import write_parametric_map
+from medcam.export.parametric_map import load_highdicom_tables, write_parametric_map
 from medcam.export.secondary_capture import write_secondary_capture
 from medcam.export.seg import write_segmentation
 from medcam.gc_pause import pauses_gc
@@ -108,6 +108,8 @@ def write_case_outputs(
     # highdicom's Parametric Map, the slowest writer and mostly Python, runs in a forked child
     # while the rest is written here. It is forked first, before the NIfTI thread starts, so no
     # thread of this process is in the middle of anything when the child is made.
+    if "pm" in dicom_formats:
+        load_highdicom_tables()  # once, here: every case's child inherits them
     parametric_map = ForkedCall(
         write_parametric_map, heatmap, series, out / f"{name}_pm.dcm", uids=uids, overwrite=overwrite,
         label=result.method, description=f"medcam {result.method} map (raw)",

@@ -275,3 +275,13 @@ def test_outputs_a_resampled_series_cannot_hold_are_skipped_with_notes_in_format
     assert [note.split(":")[0] for note in outputs.notes] == ["pm", "sc"]
     assert all("resampled" in note for note in outputs.notes)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cam.json", "cam.nii.gz"]  # no temporary left
+
+
+def test_highdicom_tables_are_loaded_in_this_process_for_the_forked_writers():
+    from highdicom import _standard_utils
+
+    from medcam.export.parametric_map import load_highdicom_tables
+
+    load_highdicom_tables()
+    for name in ("get_sop_class_iod_map", "get_iod_module_map", "get_module_attribute_map"):
+        assert getattr(_standard_utils, name).cache_info().currsize == 1
