@@ -75,9 +75,45 @@ def resolve_targets(target: int | Sequence[int] | torch.Tensor | None, logits: t
 
 
 def upsample(feature_map: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """``(N, *spatial)`` -> ``(N, *size)`` by (bi/tri)linear interpolation, ``align_corners=False``."""
+    """``(N, *spatial)`` -> ``(N, *size)`` by (bi/tri)linear interpolation, ``align_corners=False``.
+
+    On the CPU, when every size is a whole multiple of the map's, the interpolation is done one
+    axis at a time (:func:`_upsample_axis`): the same values as ``F.interpolate`` to float32
+    rounding, 1.5-5 times faster, which matters for CAM, whose only cost beyond the forward pass
+    this is. Otherwise ``F.interpolate`` does it.
+    """
+    size = tuple(int(n) for n in size)
+    spatial = tuple(feature_map.shape[1:])
+    if feature_map.device.type == "cpu" and len(size) == len(spatial) and all(n % m == 0 for n, m in zip(size, spatial)):
+        result = feature_map
+        for dim in range(len(size), 0, -1):  # innermost axis first, while the tensor is smallest
+            if size[dim - 1] != spatial[dim - 1]:
+                result = _upsample_axis(result, dim, size[dim - 1] // spatial[dim - 1])
+        return result if result is not feature_map else feature_map.clone()
     mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
-    return F.interpolate(feature_map.unsqueeze(1), size=tuple(size), mode=mode, align_corners=False).squeeze(1)
+    return F.interpolate(feature_map.unsqueeze(1), size=size, mode=mode, align_corners=False).squeeze(1)
+
+
+def _upsample_axis(x: torch.Tensor, dim: int, factor: int) -> torch.Tensor:
+    """Linear upsampling by a whole ``factor`` along ``dim``, ``align_corners=False``.
+
+    Output ``j = i * factor + r`` sits at input coordinate ``i + d_r``, ``d_r = (r + 0.5) /
+    factor - 0.5``, between ``x[i - 1]`` and ``x[i]`` when ``d_r < 0``, else between ``x[i]``
+    and ``x[i + 1]``; past the edges the edge value holds (as ``F.interpolate`` clamps). So each
+    residue ``r`` is one ``lerp`` of two shifted views of the edge-padded input, written
+    straight into its interleaved slots of the output: outer axes move whole contiguous planes.
+    """
+    n = x.shape[dim]
+    padded = torch.cat([x.narrow(dim, 0, 1), x, x.narrow(dim, n - 1, 1)], dim=dim)  # padded[i + 1] = x[i]
+    shape = list(x.shape)
+    shape[dim] = n * factor
+    out = x.new_empty(shape)
+    slots = out.unflatten(dim, (n, factor))
+    for r in range(factor):
+        offset = (r + 0.5) / factor - 0.5
+        start, weight = (0, 1.0 + offset) if offset < 0 else (1, offset)
+        torch.lerp(padded.narrow(dim, start, n), padded.narrow(dim, start + 1, n), weight, out=slots.select(dim + 1, r))
+    return out
 
 
 def weighted_sum(weights: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:

@@ -107,6 +107,30 @@ def test_upsampling_is_align_corners_false(gap_model):
     assert torch.allclose(result.map, expected)
 
 
+@pytest.mark.parametrize(
+    "shape, size",
+    [
+        ((1, 8, 8, 8), (16, 16, 16)),  # the fine head's factor 2
+        ((3, 4, 5, 6), (32, 20, 12)),  # a factor per axis (8, 4, 2), batch 3
+        ((2, 2, 2, 2), (64, 64, 64)),  # resnet18 layer4 at 64^3: factor 32, every voxel near an edge
+        ((2, 7, 9), (28, 9)),  # 2D, one axis not upsampled
+        ((1, 5), (15,)),  # 1D, an odd factor
+        ((1, 4, 4, 4), (10, 12, 16)),  # not whole multiples: F.interpolate itself
+        ((1, 3, 3), (3, 3)),  # nothing to do: a copy
+    ],
+)
+def test_upsample_equals_torch_linear_interpolation(shape, size):
+    from medcam.cam.base import upsample
+
+    feature_map = torch.randn(shape, generator=torch.Generator().manual_seed(sum(shape)))
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
+    expected = torch.nn.functional.interpolate(feature_map[:, None], size=size, mode=mode, align_corners=False)[:, 0]
+    result = upsample(feature_map, size)
+    assert result.shape == expected.shape and result.dtype == feature_map.dtype
+    assert torch.allclose(result, expected, rtol=0, atol=2e-6)
+    assert result.data_ptr() != feature_map.data_ptr()  # a new tensor, never the input
+
+
 class InplaceNet(nn.Module):
     """Not a GapClassifier: in-place ReLUs after the target layer, a different layer naming."""
 
