@@ -89,17 +89,17 @@ def _scan(source: str | Path | Sequence[str | Path]) -> tuple[SeriesScan, str]:
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():
-            return find_series(path), str(path)
+            return find_series(path, keep_headers=True), str(path)
         if not path.exists():
             raise ImageReadError(f"{path}: no such file or folder")
-        return scan_files([path]), str(path)
+        return scan_files([path], keep_headers=True), str(path)
     paths = [Path(p) for p in source]
     if not paths:
         raise DicomSeriesError("read_dicom_series: the list of files is empty")
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise ImageReadError(f"{missing[0]}: no such file")
-    return scan_files(paths), f"{len(paths)} files starting with {paths[0]}"
+    return scan_files(paths, keep_headers=True), f"{len(paths)} files starting with {paths[0]}"
 
 
 def _value_range(ds: Dataset, slope: float, intercept: float) -> tuple[float, float]:
@@ -145,10 +145,14 @@ def _read_planes(info: SeriesInfo, *, headers_only: bool) -> tuple[list[Dataset]
     datasets: list[Dataset] = []
     planes: list[SlicePlane] = []
     for index, path in enumerate(info.files):
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=headers_only)
-        except Exception as exc:  # noqa: BLE001
-            raise ImageReadError(f"{path}: damaged or truncated DICOM file ({type(exc).__name__}: {exc})") from exc
+        # the scan's header when it kept one (its pixel data still on disk, read when decoded),
+        # else the file read again, whole unless only headers are needed
+        ds = info.headers[index] if info.headers is not None else None
+        if ds is None or (not headers_only and "PixelData" not in ds):
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=headers_only)
+            except Exception as exc:  # noqa: BLE001
+                raise ImageReadError(f"{path}: damaged or truncated DICOM file ({type(exc).__name__}: {exc})") from exc
         datasets.append(ds)
         planes.extend(planes_from_dataset(ds, index, path.name))
     return datasets, planes

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -33,6 +33,9 @@ class SeriesInfo:
     description: str
     files: tuple[Path, ...]
     frames: int
+    #: With ``keep_headers``: each file's header (same order as ``files``), its pixel data left
+    #: on disk (read when accessed) or dropped when it was read with the header (encapsulated).
+    headers: tuple[pydicom.Dataset, ...] | None = field(default=None, compare=False, repr=False)
 
     def summary(self) -> str:
         number = "" if self.number is None else f" #{self.number}"
@@ -74,9 +77,27 @@ def _is_image(ds: pydicom.Dataset) -> tuple[bool, str]:
     return True, ""
 
 
+# Values longer than this are left on disk by a scan that keeps headers (pixel data, mostly).
+_DEFER_BYTES = 1024
+
+
+def _is_encapsulated(element) -> bool:
+    """An undefined-length (encapsulated, compressed) value: a raw element or a converted one."""
+    if hasattr(element, "is_undefined_length"):
+        return bool(element.is_undefined_length)
+    return element.length == 0xFFFFFFFF
+
+
 @pauses_gc
-def scan_files(paths: Iterable[Path]) -> SeriesScan:
-    """Read the headers of ``paths`` and group the image objects by series."""
+def scan_files(paths: Iterable[Path], *, keep_headers: bool = False) -> SeriesScan:
+    """Read the headers of ``paths`` and group the image objects by series.
+
+    With ``keep_headers`` each series keeps its files' headers, so that a reader does not parse
+    them a second time: their pixel data stays on disk until accessed (pydicom's deferred
+    reading; only values of at most 1 KiB are read with the header), or is dropped when the
+    file stores it encapsulated (it is then read again with the file), so a scan never holds
+    the folder's pixel data in memory.
+    """
     groups: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
     skipped: list[SkippedFile] = []
     unreadable: list[SkippedFile] = []
@@ -84,7 +105,7 @@ def scan_files(paths: Iterable[Path]) -> SeriesScan:
     for path in paths:
         n_files += 1
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES) if keep_headers else pydicom.dcmread(path, stop_before_pixels=True)
         except InvalidDicomError:
             skipped.append(SkippedFile(path, "not a DICOM file"))
             continue
@@ -106,6 +127,8 @@ def scan_files(paths: Iterable[Path]) -> SeriesScan:
         if not uid:
             unreadable.append(SkippedFile(path, "image without SeriesInstanceUID"))
             continue
+        if keep_headers and "PixelData" in ds and _is_encapsulated(ds.get_item("PixelData", keep_deferred=True)):
+            del ds.PixelData  # read with the header (its length is not known ahead): not kept
         groups[uid].append((path, ds))
 
     series = []
@@ -118,21 +141,22 @@ def scan_files(paths: Iterable[Path]) -> SeriesScan:
                 modality=str(getattr(first, "Modality", "") or "OT"),
                 number=int(number) if number not in (None, "") else None,
                 description=str(getattr(first, "SeriesDescription", "") or ""),
-                files=tuple(sorted(p for p, _ in members)),
+                files=tuple(p for p, _ in sorted(members, key=lambda member: member[0])),
                 frames=sum(int(getattr(ds, "NumberOfFrames", 1) or 1) for _, ds in members),
+                headers=tuple(ds for _, ds in sorted(members, key=lambda member: member[0])) if keep_headers else None,
             )
         )
     series.sort(key=lambda s: (s.number is None, s.number or 0, s.uid))
     return SeriesScan(tuple(series), tuple(skipped), tuple(unreadable), n_files)
 
 
-def find_series(folder: str | Path) -> SeriesScan:
+def find_series(folder: str | Path, *, keep_headers: bool = False) -> SeriesScan:
     """Find every DICOM image series below ``folder`` (recursively).
 
     Files are grouped by SeriesInstanceUID. Non-DICOM files, DICOMDIR indexes and non-image
     objects (structured reports, RT objects, presentation states, segmentations...) are set
     aside in ``skipped`` with the reason; DICOM files that cannot be parsed are listed in
-    ``unreadable``.
+    ``unreadable``. ``keep_headers``: as in :func:`scan_files`.
 
     Raises
     ------
@@ -147,4 +171,4 @@ def find_series(folder: str | Path) -> SeriesScan:
     paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     if not paths:
         raise DicomSeriesError(f"{folder}: the folder is empty (expected DICOM files)")
-    return scan_files(paths)
+    return scan_files(paths, keep_headers=keep_headers)

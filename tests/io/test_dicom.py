@@ -207,6 +207,47 @@ def test_rle_and_jpegls_compressed_series_read_like_uncompressed(tmp_path, ct_st
     assert np.array_equal(read_dicom_series(tmp_path / "jls").volume.array, plain)
 
 
+def test_each_file_is_parsed_once_and_a_scan_never_holds_pixel_data(tmp_path, ct_study, monkeypatch):
+    """The reader decodes from the scan's own headers (pixel data read from disk when decoded);
+    an encapsulated file's pixel data, which comes with its header, is dropped by the scan and the
+    file is read again whole."""
+    import os
+
+    from pydicom.uid import JPEGLSLossless
+
+    import medcam.io.dicom as dicom_module
+    import medcam.io.dicom_scan as scan_module
+    from medcam.io import find_series
+
+    files = write_dicom_series(ct_study.volume, tmp_path / "plain")
+    compressed = write_dicom_series(ct_study.volume, tmp_path / "jls")
+    for path in compressed:
+        ds = pydicom.dcmread(path)
+        ds.compress(JPEGLSLossless, encoding_plugin="pyjpegls")
+        ds.save_as(path, enforce_file_format=True)
+    for folder, deferred in (("plain", True), ("jls", False)):
+        header = find_series(tmp_path / folder, keep_headers=True).series[0].headers[0]
+        assert ("PixelData" in header) == deferred
+        if deferred:
+            assert header.get_item("PixelData", keep_deferred=True).value is None  # on disk, not in memory
+    assert find_series(tmp_path / "plain").series[0].headers is None  # kept only when asked for
+
+    parsed = []
+    original = pydicom.dcmread
+
+    def counting(path, *args, **kwargs):
+        parsed.append(os.path.basename(path))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(scan_module.pydicom, "dcmread", counting)
+    assert dicom_module.pydicom is scan_module.pydicom  # the same module: both readers counted
+    plain = read_dicom_series(tmp_path / "plain").volume.array
+    assert sorted(parsed) == sorted(p.name for p in files)  # once each
+    parsed.clear()
+    assert np.array_equal(read_dicom_series(tmp_path / "jls").volume.array, plain)
+    assert sorted(parsed) == sorted(2 * [p.name for p in compressed])  # header scan, then whole
+
+
 def test_modality_lut_slope_and_intercept(tmp_path, ct_study):
     files = write_dicom_series(ct_study.volume, tmp_path / "ct")
     stored = []
