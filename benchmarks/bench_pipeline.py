@@ -10,10 +10,12 @@ does. The I/O floor is
 pydicom reading every source file and decoding its pixels, plus plain writes of as many bytes as
 the outputs hold (into the page cache, as the pipeline's own writes; the median of three),
 measured after each pipeline run. Every run and every floor write starts after an (untimed)
-``os.sync()``, so none pays for the previous one's writeback. The pipeline runs three times, each in a
+``os.sync()``, so none pays for the previous one's writeback. The pipeline runs in three modes, each in a
 fresh child process: cold (the case pays for imports and model loading), warm (after a small
-case, as every case but the first of a cohort) and warm with an uncompressed NIfTI. Each
-child's peak resident memory (VmHWM) is its own; memory is reported as a multiple of the
+case, as every case but the first of a cohort) and warm with an uncompressed NIfTI; each mode
+``--repeats`` times (3), interleaved, and the run with the median ratio is shown in full. Each
+child's peak resident memory (VmHWM) is its own; the Parametric Map's forked writer adds its
+private memory (sampled every 10 ms), and both peaks added are reported as a multiple of the
 float32 size of the volume.
 """
 
@@ -64,6 +66,37 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _private_bytes() -> int:
+    """Memory this process does not share (Private_Clean + Private_Dirty): what a forked child
+    adds to its parent's."""
+    total = 0
+    with open("/proc/self/smaps_rollup") as handle:
+        for line in handle:
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def timed_with_private_peak(function, *args, **kwargs) -> tuple[float, int]:
+    """(seconds, peak private memory) of a call in a forked child, sampled every 10 ms."""
+    import threading
+
+    peak, done = [_private_bytes()], threading.Event()
+
+    def sample():
+        while not done.wait(0.01):
+            peak[0] = max(peak[0], _private_bytes())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t = time.perf_counter()
+    function(*args, **kwargs)
+    seconds = time.perf_counter() - t
+    done.set()
+    sampler.join()
+    return seconds, max(peak[0], _private_bytes())
+
+
 def run_case(folder: Path, out: Path, checkpoint, nifti_name: str = "cam.nii.gz") -> dict:
     """One case through every stage; the writers overlap as in ``write_case_outputs`` (the
     Parametric Map in a forked child, the NIfTI in a background thread with its compression outside
@@ -100,17 +133,17 @@ def run_case(folder: Path, out: Path, checkpoint, nifti_name: str = "cam.nii.gz"
     stages["back-sampling"] = time.perf_counter() - t
     t = time.perf_counter()
     load_highdicom_tables()
-    parametric_map = ForkedCall(timed, write_parametric_map, heatmap, series, out / "pm.dcm")
+    parametric_map = ForkedCall(timed_with_private_peak, write_parametric_map, heatmap, series, out / "pm.dcm")
     with ThreadPoolExecutor(max_workers=1) as background:
         nifti = background.submit(timed, write_heatmap_nifti, heatmap, out / nifti_name, sidecar={"method": "cam"})
         writers = {"Secondary Capture": timed(write_secondary_capture, heatmap, series, out / "sc")}
-        writers["Parametric Map (forked process)"] = parametric_map.result()
+        writers["Parametric Map (forked process)"], child_private = parametric_map.result()
         writers[f"NIfTI {nifti_name} (background thread)"] = nifti.result()
     stages["write NIfTI + PM + SC"] = time.perf_counter() - t
     total = time.perf_counter() - start
     output_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"stages": stages, "writers": writers, "total": total, "output_bytes": output_bytes,
-            "voxels": int(np.prod(series.volume.shape))}
+            "voxels": int(np.prod(series.volume.shape)), "child_private": child_private}
 
 
 def child_pipeline(folder: Path, out: Path, mode: str) -> dict:
@@ -133,8 +166,6 @@ def child_pipeline(folder: Path, out: Path, mode: str) -> dict:
         result["stages"] = {"load the model": load, **result["stages"]}
         result["total"] += load
     result["maxrss"] = _peak_rss_bytes()
-    # the forked writers' peak: their own resident set, which counts the parent's pages they read
-    result["children_maxrss"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     return result
 
 
@@ -172,6 +203,7 @@ def _run_child(mode: str, *args: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, nargs=3, default=[512, 512, 200])
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each mode (interleaved); the median run is shown")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -182,30 +214,39 @@ def main() -> None:
             result = child_pipeline(Path(folder), Path(out), mode)
         print(json.dumps(result))
         return
+    modes = ("cold", "warm", "warm-nii")
+    runs: dict[str, list[tuple[dict, dict]]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         print(f"making a {args.size[0]}x{args.size[1]}x{args.size[2]} CT series...", flush=True)
         make_series(tmp / "src", tuple(args.size))
-        runs = {}
-        floors = {}
-        for mode in ("cold", "warm", "warm-nii"):
-            (tmp / mode).mkdir()
-            runs[mode] = _run_child(mode, str(tmp / "src"), str(tmp / mode))
-            (tmp / f"floor-{mode}").mkdir()  # the floor writes as many bytes as this run's outputs hold
-            floors[mode] = _run_child("floor", str(tmp / "src"), str(tmp / f"floor-{mode}"), str(runs[mode]["output_bytes"]))
-    volume_bytes = runs["warm"]["voxels"] * 4
+        for repeat in range(args.repeats):
+            for mode in modes:  # interleaved, so that a noisy minute does not fall on one mode only
+                out, floor_out = tmp / f"{mode}-{repeat}", tmp / f"floor-{mode}-{repeat}"
+                out.mkdir()
+                run = _run_child(mode, str(tmp / "src"), str(out))
+                floor_out.mkdir()  # the floor writes as many bytes as this run's outputs hold
+                floor = _run_child("floor", str(tmp / "src"), str(floor_out), str(run["output_bytes"]))
+                runs[mode].append((run, floor))
+                print(f"  {mode} run {repeat + 1}: {run['total']:.2f} s = {run['total'] / floor['total']:.2f}x", flush=True)
     labels = {"warm": "warm (a case after the first of a cohort), .nii.gz",
               "warm-nii": "warm, uncompressed .nii (--formats nii,pm,sc)",
               "cold": "cold (a fresh process: imports included), .nii.gz"}
-    for mode, label in labels.items():
-        run, floor = runs[mode], floors[mode]
-        print(f"\nI/O floor: read {floor['read']:.2f} s + write {run['output_bytes'] / 2**20:.0f} MiB {floor['write']:.2f} s "
+    for mode in ("warm", "warm-nii", "cold"):
+        ratios = sorted(run["total"] / floor["total"] for run, floor in runs[mode])
+        run, floor = sorted(runs[mode], key=lambda pair: pair[0]["total"] / pair[1]["total"])[len(runs[mode]) // 2]
+        volume_bytes = run["voxels"] * 4
+        print(f"\n{labels[mode]}: ratio to the I/O floor in {len(ratios)} runs: "
+              f"{', '.join(f'{r:.2f}x' for r in ratios)}; the median run:")
+        print(f"I/O floor: read {floor['read']:.2f} s + write {run['output_bytes'] / 2**20:.0f} MiB {floor['write']:.2f} s "
               f"= {floor['total']:.2f} s; floor process peak memory {floor['maxrss'] / 2**20:.0f} MiB")
-        print(f"pipeline, {label}: {run['total']:.2f} s = {run['total'] / floor['total']:.2f}x the I/O floor; "
+        print(f"pipeline: {run['total']:.2f} s = {run['total'] / floor['total']:.2f}x the I/O floor; "
               f"peak memory {run['maxrss'] / 2**20:.0f} MiB = {run['maxrss'] / volume_bytes:.1f}x the float32 volume "
               f"({volume_bytes / 2**20:.0f} MiB)")
-        print(f"  the Parametric Map's forked writer process: peak {run['children_maxrss'] / 2**20:.0f} MiB "
-              f"({run['children_maxrss'] / volume_bytes:.1f}x), counting the pages it shares with the pipeline")
+        both = run["maxrss"] + run["child_private"]
+        print(f"  plus the Parametric Map's forked writer: {run['child_private'] / 2**20:.0f} MiB of its own at most "
+              f"(pages it does not share); the two peaks added: {both / 2**20:.0f} MiB = {both / volume_bytes:.1f}x "
+              "(an upper bound: they need not coincide)")
         for name, seconds in run["stages"].items():
             print(f"  {name:32s} {seconds:7.2f} s  {100 * seconds / run['total']:5.1f}%")
         for name, seconds in run["writers"].items():
