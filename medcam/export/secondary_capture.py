@@ -18,11 +18,11 @@ from medcam import __version__
 from medcam.errors import ExportError
 from medcam.export.outputs import UidFactory, atomic_output
 from medcam.export.overlay import blend, draw_legend, source_window, window_to_levels
-from medcam.export.source_planes import source_planes
+from medcam.export.series_encoder import SeriesEncoder
+from medcam.export.source_planes import SourcePlane, source_planes
 from medcam.gc_pause import pauses_gc
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
-from medcam.io.dicom_meta import set_file_meta
 
 __all__ = ["write_secondary_capture"]
 
@@ -64,31 +64,35 @@ def write_secondary_capture(
     uids = uids or UidFactory()
     low, high = source_window(series.datasets, series.volume.array)
     top = float(np.max(heatmap.array))  # the map's maximum is full heat; negative evidence none
-    ds = _series_template(series.datasets[0], uids.uid("sc-series"), series_number, description)
+    shared = _series_template(series.datasets[0], uids.uid("sc-series"), series_number, description)
+    shared.Columns, shared.Rows = heatmap.shape[:2]
+    encoder = SeriesEncoder(shared)  # the shared attributes are encoded once for the series
     folder = Path(folder)
     paths = []
     for k in range(heatmap.shape[2]):
         gray = window_to_levels(series.volume.array[:, :, k].T, low, high)  # (rows, cols)
         heat = window_to_levels(heatmap.array[:, :, k].T, 0.0, top) if top > 0 else np.zeros_like(gray)  # 8-bit levels
         rgb = draw_legend(blend(gray, heat, colormap=colormap, opacity=opacity), colormap=colormap)
-        # one dataset serves every slice: only these attributes change from file to file
-        ds.SOPInstanceUID = uids.uid("sc-instance", k)
-        ds.InstanceNumber = k + 1
-        if planes is not None:
-            plane = planes[k]
-            ds.ImagePositionPatient = list(plane.position)
-            ds.ImageOrientationPatient = list(plane.orientation)
-            ds.PixelSpacing = list(plane.pixel_spacing)
-            ds.SliceThickness = plane.thickness or ""
-            ds.SourceImageSequence = [_reference(plane.dataset, plane.frame_index)]
-        ds.Rows, ds.Columns = rgb.shape[:2]
-        ds.PixelData = rgb.tobytes()
-        set_file_meta(ds)
         path = folder / f"SC{k + 1:04d}.dcm"
-        with atomic_output(path, overwrite=overwrite) as temporary:
-            ds.save_as(temporary, enforce_file_format=True)
+        with atomic_output(path, overwrite=overwrite) as temporary, open(temporary, "wb") as handle:
+            encoder.write(handle, slice_attributes(uids, k, planes[k] if planes is not None else None, rgb))
         paths.append(path)
     return paths
+
+
+def slice_attributes(uids: UidFactory, k: int, plane: SourcePlane | None, rgb: np.ndarray) -> Dataset:
+    """The attributes of slice ``k``'s file that differ from file to file."""
+    ds = Dataset()
+    ds.SOPInstanceUID = uids.uid("sc-instance", k)
+    ds.InstanceNumber = k + 1
+    if plane is not None:
+        ds.ImagePositionPatient = list(plane.position)
+        ds.ImageOrientationPatient = list(plane.orientation)
+        ds.PixelSpacing = list(plane.pixel_spacing)
+        ds.SliceThickness = plane.thickness or ""
+        ds.SourceImageSequence = [_reference(plane.dataset, plane.frame_index)]
+    ds.add_new(0x7FE00010, "OB", rgb.tobytes())  # PixelData: 8-bit samples are OB
+    return ds
 
 
 def _series_template(source_header: Dataset, series_uid: str, series_number: int, description: str) -> Dataset:

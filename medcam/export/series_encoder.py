@@ -1,0 +1,65 @@
+"""Part 10 files of a series whose instances share most of their attributes, encoded by pydicom
+once for what they share and once per file only for what changes.
+
+The bytes are those ``Dataset.save_as(..., enforce_file_format=True)`` writes for the same
+attributes (Explicit VR Little Endian; tested byte for byte): every element is still encoded by
+pydicom's own ``write_data_element``, and the elements are put in ascending tag order as
+``write_dataset`` does. What is saved is the encoding of some forty shared elements for every one
+of a series' files (about three quarters of pydicom's time per Secondary Capture slice).
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+
+__all__ = ["SeriesEncoder"]
+
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+
+
+class SeriesEncoder:
+    """Writes ``shared`` plus each file's own elements as one Part 10 file.
+
+    Parameters
+    ----------
+    shared : Dataset
+        The attributes every file holds with the same value (SOPClassUID among them). It is
+        encoded once; later changes to it are not seen.
+    """
+
+    def __init__(self, shared: Dataset) -> None:
+        if "SOPClassUID" not in shared:
+            raise ValueError("SeriesEncoder: the shared attributes must include SOPClassUID")
+        self._sop_class = shared.SOPClassUID
+        self._encodings = shared._character_set  # what write_dataset encodes text with
+        self._shared = {element.tag: self._encode(element) for element in shared}
+
+    def _encode(self, element: DataElement) -> bytes:
+        buffer = DicomBytesIO()
+        buffer.is_little_endian, buffer.is_implicit_VR = True, False
+        write_data_element(buffer, element, self._encodings)
+        return buffer.getvalue()
+
+    def write(self, handle: BinaryIO, own: Dataset) -> None:
+        """Write the file whose own elements (SOPInstanceUID among them) are ``own``'s."""
+        if "SOPInstanceUID" not in own:
+            raise ValueError("SeriesEncoder: each file's own attributes must include SOPInstanceUID")
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = self._sop_class
+        meta.MediaStorageSOPInstanceUID = own.SOPInstanceUID
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        header = DicomBytesIO()
+        header.is_little_endian, header.is_implicit_VR = True, False
+        header.write(_PREAMBLE)
+        write_file_meta_info(header, meta, enforce_standard=True)
+        encoded = dict(self._shared)
+        for element in own:
+            encoded[element.tag] = self._encode(element)
+        handle.writelines([header.getvalue(), *(encoded[tag] for tag in sorted(encoded))])

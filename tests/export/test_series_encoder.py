@@ -1,0 +1,67 @@
+"""The series encoder writes exactly the bytes pydicom's save_as writes for the same attributes."""
+
+import io
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import SecondaryCaptureImageStorage
+
+from medcam.export.outputs import UidFactory
+from medcam.export.secondary_capture import slice_attributes
+from medcam.export.series_encoder import SeriesEncoder
+from medcam.export.source_planes import SourcePlane
+from medcam.io.dicom_meta import set_file_meta
+
+
+def _shared(charset: str | None, name: str) -> Dataset:
+    ds = Dataset()
+    if charset:
+        ds.SpecificCharacterSet = charset
+    ds.PatientName = name
+    ds.PatientID = "P-1"
+    ds.StudyInstanceUID = "1.2.3.4"
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.Modality = "CT"
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.Rows, ds.Columns = 3, 5
+    return ds
+
+
+def _source() -> Dataset:
+    source = Dataset()
+    source.SOPClassUID, source.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4.5.6"
+    return source
+
+
+@pytest.mark.parametrize("charset, name", [(None, "Doe^Jane"), ("ISO_IR 192", "Müller^Zoë"), ("ISO_IR 100", "Ångström^Åsa")])
+@pytest.mark.parametrize("with_plane", [True, False], ids=["ct-slice", "radiograph"])
+def test_bytes_equal_save_as(charset, name, with_plane):
+    shared = _shared(charset, name)
+    encoder = SeriesEncoder(shared)
+    plane = SourcePlane(_source(), None, ("-12.5", "3", "100.25"), ("1", "0", "0", "0", "1", "0"), ("0.75", "0.8"), "2.5") if with_plane else None
+    rgb = np.random.default_rng(1).integers(0, 256, (3, 5, 3), dtype=np.uint8)
+    for k in range(3):
+        own = slice_attributes(UidFactory("seed"), k, plane, rgb)
+        written = io.BytesIO()
+        encoder.write(written, own)
+        expected = Dataset()
+        expected.update(shared)
+        expected.update(own)
+        set_file_meta(expected)
+        buffer = io.BytesIO()
+        expected.save_as(buffer, enforce_file_format=True)
+        assert written.getvalue() == buffer.getvalue()
+        back = pydicom.dcmread(io.BytesIO(written.getvalue()))
+        assert back.InstanceNumber == k + 1 and str(back.PatientName) == name
+        assert np.array_equal(back.pixel_array, rgb)
+
+
+def test_required_uids_are_checked():
+    with pytest.raises(ValueError, match="SOPClassUID"):
+        SeriesEncoder(Dataset())
+    with pytest.raises(ValueError, match="SOPInstanceUID"):
+        SeriesEncoder(_shared(None, "A")).write(io.BytesIO(), Dataset())
