@@ -15,8 +15,8 @@ fresh child process: cold (the case pays for imports and model loading), warm (a
 case, as every case but the first of a cohort) and warm with an uncompressed NIfTI; each mode
 ``--repeats`` times (3), interleaved, and the run with the median ratio is shown in full. Each
 child's peak resident memory (VmHWM) is its own. While the outputs are written, the child's
-resident memory (sampled every 20 ms) plus the Parametric Map writer's private memory (pages it
-does not share with its parent, sampled every 100 ms) bound the pair's memory. Memory is
+resident memory plus the forked Parametric Map writer's private memory (the pages it does not
+share with its parent) is sampled every 50 ms; the peak is the larger of the two. Memory is
 reported as a multiple of the float32 size of the volume.
 """
 
@@ -67,14 +67,17 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _private_bytes() -> int:
-    """Memory this process does not share (Private_Clean + Private_Dirty): what a forked child
-    adds to its parent's."""
+def _private_bytes(pid: int | str = "self") -> int:
+    """Memory a process does not share (Private_Clean + Private_Dirty): what a forked child adds
+    to its parent's. Reading it takes ~3 ms for a process of this size."""
     total = 0
-    with open("/proc/self/smaps_rollup") as handle:
-        for line in handle:
-            if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                total += int(line.split()[1]) * 1024
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total += int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):  # the child has ended
+        return 0
     return total
 
 
@@ -105,16 +108,6 @@ class _PeakSampler:
         self._done.set()
         self._thread.join()
         self.peak = max(self.peak, self.measure())
-
-
-def timed_with_private_peak(function, *args, **kwargs) -> tuple[float, int]:
-    """(seconds, peak private memory) of a call in a forked child. smaps_rollup takes ~3 ms to
-    read for a process this size, so it is sampled every 100 ms (3 % of a CPU)."""
-    with _PeakSampler(_private_bytes, 0.1) as sampler:
-        t = time.perf_counter()
-        function(*args, **kwargs)
-        seconds = time.perf_counter() - t
-    return seconds, sampler.peak
 
 
 def run_case(folder: Path, out: Path, checkpoint, nifti_name: str = "cam.nii.gz") -> dict:
@@ -153,17 +146,19 @@ def run_case(folder: Path, out: Path, checkpoint, nifti_name: str = "cam.nii.gz"
     stages["back-sampling"] = time.perf_counter() - t
     t = time.perf_counter()
     load_highdicom_tables()
-    parametric_map = ForkedCall(timed_with_private_peak, write_parametric_map, heatmap, series, out / "pm.dcm")
-    with ThreadPoolExecutor(max_workers=1) as background, _PeakSampler(_resident_bytes, 0.02) as writing:
+    parametric_map = ForkedCall(timed, write_parametric_map, heatmap, series, out / "pm.dcm")
+    # this process's resident set plus the child's own pages, at the same instants (every 50 ms)
+    both = (lambda: _resident_bytes() + _private_bytes(parametric_map.pid)) if parametric_map.pid else _resident_bytes
+    with ThreadPoolExecutor(max_workers=1) as background, _PeakSampler(both, 0.05) as writing:
         nifti = background.submit(timed, write_heatmap_nifti, heatmap, out / nifti_name, sidecar={"method": "cam"})
         writers = {"Secondary Capture": timed(write_secondary_capture, heatmap, series, out / "sc")}
-        writers["Parametric Map (forked process)"], child_private = parametric_map.result()
+        writers["Parametric Map (forked process)"] = parametric_map.result()
         writers[f"NIfTI {nifti_name} (background thread)"] = nifti.result()
     stages["write NIfTI + PM + SC"] = time.perf_counter() - t
     total = time.perf_counter() - start
     output_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"stages": stages, "writers": writers, "total": total, "output_bytes": output_bytes,
-            "voxels": int(np.prod(series.volume.shape)), "child_private": child_private, "writing_rss": writing.peak}
+            "voxels": int(np.prod(series.volume.shape)), "writing_memory": writing.peak}
 
 
 def child_pipeline(folder: Path, out: Path, mode: str) -> dict:
@@ -260,13 +255,11 @@ def main() -> None:
               f"{', '.join(f'{r:.2f}x' for r in ratios)}; the median run:")
         print(f"I/O floor: read {floor['read']:.2f} s + write {run['output_bytes'] / 2**20:.0f} MiB {floor['write']:.2f} s "
               f"= {floor['total']:.2f} s; floor process peak memory {floor['maxrss'] / 2**20:.0f} MiB")
-        both = run["writing_rss"] + run["child_private"]
-        peak = max(run["maxrss"], both)
+        peak = max(run["maxrss"], run["writing_memory"])
         print(f"pipeline: {run['total']:.2f} s = {run['total'] / floor['total']:.2f}x the I/O floor; "
               f"peak memory {peak / 2**20:.0f} MiB = {peak / volume_bytes:.1f}x the float32 volume ({volume_bytes / 2**20:.0f} MiB)")
-        print(f"  (this process's peak {run['maxrss'] / 2**20:.0f} MiB; while writing, this process {run['writing_rss'] / 2**20:.0f} MiB "
-              f"at most plus the forked Parametric Map writer's own pages {run['child_private'] / 2**20:.0f} MiB at most = "
-              f"{both / 2**20:.0f} MiB, an upper bound: the two peaks need not coincide)")
+        print(f"  (this process's own peak {run['maxrss'] / 2**20:.0f} MiB; while writing, with the forked Parametric Map "
+              f"writer's own pages, {run['writing_memory'] / 2**20:.0f} MiB at most)")
         for name, seconds in run["stages"].items():
             print(f"  {name:32s} {seconds:7.2f} s  {100 * seconds / run['total']:5.1f}%")
         for name, seconds in run["writers"].items():

@@ -72,6 +72,11 @@ class ForkedCall:
         self._process.start()
         sender.close()
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process id; None when the call ran in this process."""
+        return self._process.pid if self._process is not None else None
+
     def result(self) -> Any:
         if self._outcome is None:
             try:

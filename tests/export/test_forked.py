@@ -22,8 +22,9 @@ def _checksum_in_child(array, lock):
 @needs_fork
 def test_the_call_runs_in_another_process_on_this_process_data():
     array = np.arange(1_000_000, dtype=np.float64)
-    pid, total = ForkedCall(_checksum_in_child, array, threading.Lock()).result()
-    assert pid != os.getpid() and total == float(array.sum())
+    call = ForkedCall(_checksum_in_child, array, threading.Lock())
+    pid, total = call.result()
+    assert pid == call.pid != os.getpid() and total == float(array.sum())
 
 
 def _fail(kind):
@@ -66,7 +67,8 @@ def test_a_result_that_does_not_pickle_is_an_error_not_a_hang():
 
 def test_without_fork_the_call_runs_here_with_the_same_outcomes(monkeypatch):
     monkeypatch.setattr(forked, "can_fork", lambda: False)
-    pid, total = ForkedCall(_checksum_in_child, np.ones(10), threading.Lock()).result()
-    assert pid == os.getpid() and total == 10.0
+    call = ForkedCall(_checksum_in_child, np.ones(10), threading.Lock())
+    pid, total = call.result()
+    assert pid == os.getpid() and call.pid is None and total == 10.0
     with pytest.raises(ExportError, match="resampled"):
         ForkedCall(_fail, "export").result()
