@@ -5,7 +5,7 @@
 
 Stages timed: read the DICOM series (medcam), preprocess, inference + CAM, back-sampling onto
 the 512 x 512 x 200 grid, and writing NIfTI (ISA-L gzip level 1, in a background thread), the
-Parametric Map (in a forked process) and the Secondary Capture series, as ``write_case_outputs``
+Parametric Map and the Secondary Capture series (in a forked process), as ``write_case_outputs``
 does. The I/O floor is
 pydicom reading every source file and decoding its pixels, plus plain writes of as many bytes as
 the outputs hold (into the page cache, as the pipeline's own writes; the median of three),
@@ -15,8 +15,8 @@ fresh child process: cold (the case pays for imports and model loading), warm (a
 case, as every case but the first of a cohort) and warm with an uncompressed NIfTI; each mode
 ``--repeats`` times (3), interleaved, and the run with the median ratio is shown in full. Each
 child's peak resident memory (VmHWM) is its own. While the outputs are written, the child's
-resident memory plus the forked Parametric Map writer's private memory (the pages it does not
-share with its parent) is sampled every 50 ms; the peak is the larger of the two. Memory is
+resident memory plus the forked Secondary Capture writer's private memory (the pages it does
+not share with its parent) is sampled every 50 ms; the peak is the larger of the two. Memory is
 reported as a multiple of the float32 size of the volume.
 """
 
@@ -112,15 +112,15 @@ class _PeakSampler:
 
 def run_case(folder: Path, out: Path, checkpoint, nifti_name: str = "cam.nii.gz") -> dict:
     """One case through every stage; the writers overlap as in ``write_case_outputs`` (the
-    Parametric Map in a forked child, the NIfTI in a background thread with its compression outside
-    the GIL, the Secondary Capture here)."""
+    Secondary Capture in a forked child, the NIfTI in a background thread with its compression
+    outside the GIL, the Parametric Map here)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from medcam.backproject import to_source_grid
     from medcam.cam import create_extractor
     from medcam.export.forked import ForkedCall
     from medcam.export.nifti import write_heatmap_nifti
-    from medcam.export.parametric_map import load_highdicom_tables, write_parametric_map
+    from medcam.export.parametric_map import write_parametric_map
     from medcam.export.secondary_capture import write_secondary_capture
     from medcam.io import read_dicom_series
     from medcam.transforms import preprocess
@@ -145,14 +145,13 @@ def run_case(folder: Path, out: Path, checkpoint, nifti_name: str = "cam.nii.gz"
     heatmap = to_source_grid(result.map[0], model_input, series.volume.geometry)
     stages["back-sampling"] = time.perf_counter() - t
     t = time.perf_counter()
-    load_highdicom_tables()
-    parametric_map = ForkedCall(timed, write_parametric_map, heatmap, series, out / "pm.dcm")
+    secondary_capture = ForkedCall(timed, write_secondary_capture, heatmap, series, out / "sc")
     # this process's resident set plus the child's own pages, at the same instants (every 50 ms)
-    both = (lambda: _resident_bytes() + _private_bytes(parametric_map.pid)) if parametric_map.pid else _resident_bytes
+    both = (lambda: _resident_bytes() + _private_bytes(secondary_capture.pid)) if secondary_capture.pid else _resident_bytes
     with ThreadPoolExecutor(max_workers=1) as background, _PeakSampler(both, 0.05) as writing:
         nifti = background.submit(timed, write_heatmap_nifti, heatmap, out / nifti_name, sidecar={"method": "cam"})
-        writers = {"Secondary Capture": timed(write_secondary_capture, heatmap, series, out / "sc")}
-        writers["Parametric Map (forked process)"] = parametric_map.result()
+        writers = {"Parametric Map": timed(write_parametric_map, heatmap, series, out / "pm.dcm")}
+        writers["Secondary Capture (forked process)"] = secondary_capture.result()
         writers[f"NIfTI {nifti_name} (background thread)"] = nifti.result()
     stages["write NIfTI + PM + SC"] = time.perf_counter() - t
     total = time.perf_counter() - start
@@ -258,7 +257,7 @@ def main() -> None:
         peak = max(run["maxrss"], run["writing_memory"])
         print(f"pipeline: {run['total']:.2f} s = {run['total'] / floor['total']:.2f}x the I/O floor; "
               f"peak memory {peak / 2**20:.0f} MiB = {peak / volume_bytes:.1f}x the float32 volume ({volume_bytes / 2**20:.0f} MiB)")
-        print(f"  (this process's own peak {run['maxrss'] / 2**20:.0f} MiB; while writing, with the forked Parametric Map "
+        print(f"  (this process's own peak {run['maxrss'] / 2**20:.0f} MiB; while writing, with the forked Secondary Capture "
               f"writer's own pages, {run['writing_memory'] / 2**20:.0f} MiB at most)")
         for name, seconds in run["stages"].items():
             print(f"  {name:32s} {seconds:7.2f} s  {100 * seconds / run['total']:5.1f}%")

@@ -7,7 +7,7 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from medcam import __version__
 from medcam.errors import ExportError
@@ -17,7 +17,7 @@ from medcam.export.forked import ForkedCall
 from medcam.export.nifti import write_heatmap_nifti
 from medcam.export.outputs import UidFactory, check_output_dir
 from medcam.export.overlay import source_window
-from medcam.export.parametric_map import load_highdicom_tables, write_parametric_map
+from medcam.export.parametric_map import write_parametric_map
 from medcam.export.secondary_capture import write_secondary_capture
 from medcam.export.seg import write_segmentation
 from medcam.gc_pause import pauses_gc
@@ -105,27 +105,36 @@ def write_case_outputs(
     if dicom_formats and series is None:
         outputs.notes.append(f"{', '.join(dicom_formats)}: skipped, the source is not DICOM")
         dicom_formats = []
-    # highdicom's Parametric Map, the slowest writer and mostly Python, runs in a forked child
-    # while the rest is written here. It is forked first, before the NIfTI thread starts, so no
-    # thread of this process is in the middle of anything when the child is made.
-    if "pm" in dicom_formats:
-        load_highdicom_tables()  # once, here: every case's child inherits them
-    parametric_map = ForkedCall(
-        write_parametric_map, heatmap, series, out / f"{name}_pm.dcm", uids=uids, overwrite=overwrite,
-        label=result.method, description=f"medcam {result.method} map (raw)",
-    ) if "pm" in dicom_formats else None
+    # The Secondary Capture series (pydicom and numpy, mostly Python) is written by a forked child
+    # while highdicom's objects are written here: two writers on two CPUs. It is forked first,
+    # before the NIfTI thread starts, so no thread of this process is busy when the child is
+    # made. (The child takes the Secondary Capture rather than the Parametric Map because its
+    # own memory is then a few slices, not a second copy of the map's pixel data.)
+    written: dict[str, Any] = {}
+    secondary_capture = ForkedCall(
+        write_secondary_capture, heatmap, series, out / f"{name}_sc", uids=uids, overwrite=overwrite,
+        description=f"medcam {result.method} overlay",
+    ) if "sc" in dicom_formats else None
     with ThreadPoolExecutor(max_workers=1) as background:
-        # the NIfTI's compression runs in threads outside the GIL, while the DICOM writers
-        # (mostly Python) run here
+        # the NIfTI's compression runs in threads outside the GIL, while highdicom runs here
         nifti = background.submit(write_heatmap_nifti, heatmap, nifti_path, sidecar=sidecar,
                                   overwrite=overwrite) if wants_nifti else None
-        first_note = len(outputs.notes)
-        _write_dicom_outputs(explanation, series, out, dicom_formats, threshold, uids, overwrite, name, outputs)
-        if parametric_map is not None:
-            try:
-                outputs.paths["pm"] = [parametric_map.result()]
-            except ExportError as exc:
-                outputs.notes.insert(first_note, f"pm: skipped, {exc}")  # in format order, as the others
+        for fmt in dicom_formats:
+            if fmt == "pm":
+                written["pm"] = _attempt(lambda: [write_parametric_map(
+                    heatmap, series, out / f"{name}_pm.dcm", uids=uids, overwrite=overwrite,
+                    label=result.method, description=f"medcam {result.method} map (raw)")])
+            elif fmt == "seg":
+                written["seg"] = _attempt(lambda: [write_segmentation(
+                    heatmap, series, out / f"{name}_seg.dcm", threshold=float(threshold), uids=uids,
+                    method=result.method, overwrite=overwrite)])
+        if secondary_capture is not None:
+            written["sc"] = _attempt(secondary_capture.result)
+        for fmt in dicom_formats:  # paths and notes in format order
+            if isinstance(written[fmt], ExportError):
+                outputs.notes.append(f"{fmt}: skipped, {written[fmt]}")
+            else:
+                outputs.paths[fmt] = written[fmt]
         if nifti is not None:
             outputs.paths["nifti"] = list(nifti.result())
     if "png" in formats:
@@ -135,17 +144,9 @@ def write_case_outputs(
     return outputs
 
 
-def _write_dicom_outputs(explanation: Explanation, series: DicomSeries, out: Path, formats: Sequence[str],
-                         threshold: float | None, uids: UidFactory, overwrite: bool, name: str, outputs: CaseOutputs) -> None:
-    """The Secondary Capture series and the SEG, here (the Parametric Map is written by a child)."""
-    result, heatmap = explanation.result, explanation.heatmap
-    for fmt in (f for f in formats if f in ("sc", "seg")):
-        try:
-            if fmt == "sc":
-                outputs.paths["sc"] = write_secondary_capture(heatmap, series, out / f"{name}_sc", uids=uids, overwrite=overwrite,
-                                                              description=f"medcam {result.method} overlay")
-            else:
-                outputs.paths["seg"] = [write_segmentation(heatmap, series, out / f"{name}_seg.dcm", threshold=float(threshold),
-                                                           uids=uids, method=result.method, overwrite=overwrite)]
-        except ExportError as exc:
-            outputs.notes.append(f"{fmt}: skipped, {exc}")
+def _attempt(write: Callable[[], list[Path]]) -> list[Path] | ExportError:
+    """The paths a writer wrote, or the ExportError saying why it could not (a note, not a failure)."""
+    try:
+        return write()
+    except ExportError as exc:
+        return exc

@@ -19,20 +19,7 @@ from medcam.gc_pause import pauses_gc
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
 
-__all__ = ["write_parametric_map", "load_highdicom_tables"]
-
-
-def load_highdicom_tables() -> None:
-    """Load the tables of the DICOM standard that highdicom reads on first use (about 0.15 s;
-    cached per process). Called before a Parametric Map is written in a forked child, so that
-    the child inherits them instead of loading them again for every case of a cohort. Nothing
-    happens if a highdicom version keeps them elsewhere."""
-    from highdicom import _standard_utils
-
-    for name in ("get_sop_class_iod_map", "get_iod_module_map", "get_module_attribute_map"):
-        loader = getattr(_standard_utils, name, None)
-        if callable(loader):
-            loader()
+__all__ = ["write_parametric_map"]
 
 
 @pauses_gc

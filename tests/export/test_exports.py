@@ -258,8 +258,8 @@ def test_uncompressed_nifti_output(tmp_path, ct_study, tiny_checkpoint):
 
 
 def test_outputs_a_resampled_series_cannot_hold_are_skipped_with_notes_in_format_order(tmp_path, ct_study, tiny_checkpoint):
-    """The Parametric Map's refusal comes back from its writer process as a note, before the
-    Secondary Capture's; the outputs that can be written are."""
+    """The Secondary Capture's refusal comes back from its writer process as a note, after the
+    Parametric Map's; the outputs that can be written are."""
     import warnings
 
     from medcam.errors import MedcamWarning
@@ -276,12 +276,3 @@ def test_outputs_a_resampled_series_cannot_hold_are_skipped_with_notes_in_format
     assert all("resampled" in note for note in outputs.notes)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cam.json", "cam.nii.gz"]  # no temporary left
 
-
-def test_highdicom_tables_are_loaded_in_this_process_for_the_forked_writers():
-    from highdicom import _standard_utils
-
-    from medcam.export.parametric_map import load_highdicom_tables
-
-    load_highdicom_tables()
-    for name in ("get_sop_class_iod_map", "get_iod_module_map", "get_module_attribute_map"):
-        assert getattr(_standard_utils, name).cache_info().currsize == 1
