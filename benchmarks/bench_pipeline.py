@@ -145,7 +145,7 @@ def run_case(folder: Path, out: Path, checkpoint, nifti_name: str = "cam.nii.gz"
     heatmap = to_source_grid(result.map[0], model_input, series.volume.geometry)
     stages["back-sampling"] = time.perf_counter() - t
     t = time.perf_counter()
-    secondary_capture = ForkedCall(timed, write_secondary_capture, heatmap, series, out / "sc")
+    secondary_capture = ForkedCall(timed, write_secondary_capture, heatmap, series, out / "sc", nice=10)
     # this process's resident set plus the child's own pages, at the same instants (every 50 ms)
     both = (lambda: _resident_bytes() + _private_bytes(secondary_capture.pid)) if secondary_capture.pid else _resident_bytes
     with ThreadPoolExecutor(max_workers=1) as background, _PeakSampler(both, 0.05) as writing:

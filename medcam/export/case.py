@@ -113,7 +113,7 @@ def write_case_outputs(
     written: dict[str, Any] = {}
     secondary_capture = ForkedCall(
         write_secondary_capture, heatmap, series, out / f"{name}_sc", uids=uids, overwrite=overwrite,
-        description=f"medcam {result.method} overlay",
+        description=f"medcam {result.method} overlay", nice=10,  # the Parametric Map here is the longer: it goes first
     ) if "sc" in dicom_formats else None
     with ThreadPoolExecutor(max_workers=1) as background:
         # the NIfTI's compression runs in threads outside the GIL, while highdicom runs here

@@ -12,6 +12,7 @@ children); elsewhere the call simply runs in this process.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 import traceback
 from typing import Any, Callable
@@ -37,7 +38,9 @@ class _RemoteTraceback(Exception):
         return self.args[0]
 
 
-def _run_and_send(sender, function: Callable, args: tuple, kwargs: dict) -> None:
+def _run_and_send(sender, nice: int, function: Callable, args: tuple, kwargs: dict) -> None:
+    if nice:
+        os.nice(nice)  # this child only: the caller keeps its own priority
     try:
         outcome: tuple = ("ok", function(*args, **kwargs), None)
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
@@ -54,9 +57,13 @@ def _run_and_send(sender, function: Callable, args: tuple, kwargs: dict) -> None
 class ForkedCall:
     """``function(*args, **kwargs)`` started in a forked child (or run here when
     :func:`can_fork` is false); :meth:`result` waits for it and returns its value or raises its
-    exception, with the child's traceback as the cause."""
+    exception, with the child's traceback as the cause.
 
-    def __init__(self, function: Callable, *args: Any, **kwargs: Any) -> None:
+    ``nice`` (keyword only, not passed on) lowers the child's scheduling priority by that much,
+    so that when the CPUs are all busy the caller's own work, usually the longer, goes first.
+    """
+
+    def __init__(self, function: Callable, *args: Any, nice: int = 0, **kwargs: Any) -> None:
         self._name = getattr(function, "__name__", "writer")
         self._process = None
         if not can_fork():
@@ -68,7 +75,7 @@ class ForkedCall:
         self._outcome = None
         context = multiprocessing.get_context("fork")
         self._receiver, sender = context.Pipe(duplex=False)
-        self._process = context.Process(target=_run_and_send, args=(sender, function, args, kwargs), daemon=True)
+        self._process = context.Process(target=_run_and_send, args=(sender, nice, function, args, kwargs), daemon=True)
         self._process.start()
         sender.close()
 

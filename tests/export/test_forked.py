@@ -72,3 +72,14 @@ def test_without_fork_the_call_runs_here_with_the_same_outcomes(monkeypatch):
     assert pid == os.getpid() and call.pid is None and total == 10.0
     with pytest.raises(ExportError, match="resampled"):
         ForkedCall(_fail, "export").result()
+
+
+def _niceness():
+    return os.nice(0)
+
+
+@needs_fork
+def test_nice_lowers_the_child_priority_only():
+    before = os.nice(0)
+    assert ForkedCall(_niceness, nice=5).result() == min(before + 5, 19)
+    assert os.nice(0) == before
