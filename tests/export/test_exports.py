@@ -276,3 +276,36 @@ def test_outputs_a_resampled_series_cannot_hold_are_skipped_with_notes_in_format
     assert all("resampled" in note for note in outputs.notes)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cam.json", "cam.nii.gz"]  # no temporary left
 
+
+
+def _differences(a, b, path="", ignore=("InstanceCreationTime", "ContentTime", "ContentDate", "InstanceCreationDate",
+                                         "ContributionDateTime", "DimensionOrganizationUID", "SOPInstanceUID",
+                                         "SeriesInstanceUID", "MediaStorageSOPInstanceUID")):
+    found = [f"{path}/{pydicom.datadict.keyword_for_tag(t)}: only one has it" for t in {e.tag for e in a} ^ {e.tag for e in b}]
+    for element in a:
+        if element.tag not in b or element.keyword in ignore:
+            continue
+        other = b[element.tag]
+        if element.VR == "SQ":
+            if len(element.value) != len(other.value):
+                found.append(f"{path}/{element.keyword}: {len(element.value)} items against {len(other.value)}")
+            else:
+                for i, (x, y) in enumerate(zip(element.value, other.value)):
+                    found += _differences(x, y, f"{path}/{element.keyword}[{i}]", ignore)
+        elif element.value != other.value:
+            found.append(f"{path}/{element.keyword}: {element.value!r} against {other.value!r}")
+    return found
+
+
+def test_parametric_map_references_every_source_as_highdicom_does(tmp_path, oblique_series, monkeypatch):
+    """highdicom is given only the first source file; the references to all of them are added
+    as highdicom itself writes them when given every file (compared element by element)."""
+    import medcam.export.parametric_map as pm_module
+
+    series, heatmap, _ = oblique_series
+    fast = pydicom.dcmread(write_parametric_map(heatmap, series, tmp_path / "fast.dcm"))
+    monkeypatch.setattr(pm_module, "_HIGHDICOM_SOURCES", None)
+    full = pydicom.dcmread(write_parametric_map(heatmap, series, tmp_path / "full.dcm"))
+    assert len(full.SourceImageSequence) == len(series.datasets) > 1
+    assert _differences(fast, full) == []
+    assert fast.FloatPixelData == full.FloatPixelData
