@@ -63,6 +63,17 @@ class UidFactory:
         return generate_uid(entropy_srcs=[self.seed, *map(str, role)])
 
 
+def set_dimension_organization_uid(instance, uid: str) -> None:
+    """Give a highdicom multi-frame object this DimensionOrganizationUID (highdicom makes a random
+    one), in its DimensionOrganizationSequence and every DimensionIndexSequence item: with
+    deterministic UIDs, every UID of the object is then a function of the inputs."""
+    for item in instance.get("DimensionOrganizationSequence", []):
+        item.DimensionOrganizationUID = uid
+    for item in instance.get("DimensionIndexSequence", []):
+        if "DimensionOrganizationUID" in item:
+            item.DimensionOrganizationUID = uid
+
+
 def derived_object_identity(uids: UidFactory, kind: str, series_number: int) -> dict:
     """The new-series, new-instance and equipment arguments every highdicom object medcam writes takes."""
     from medcam import __version__

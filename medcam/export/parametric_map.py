@@ -13,7 +13,7 @@ import numpy as np
 from pydicom.sr.coding import Code
 
 from medcam.errors import ExportError
-from medcam.export.outputs import UidFactory, atomic_output, derived_object_identity
+from medcam.export.outputs import UidFactory, atomic_output, derived_object_identity, set_dimension_organization_uid
 from medcam.export.source_planes import align_frames_with_sources, highdicom_geometry, reference_every_source, source_planes
 from medcam.gc_pause import pauses_gc
 from medcam.geometry import Volume
@@ -85,6 +85,7 @@ def write_parametric_map(
         reference_every_source(pm, sources)
     # the source's decimal strings exactly (highdicom formats its own) and per-frame references
     align_frames_with_sources(pm, planes)
+    set_dimension_organization_uid(pm, uids.uid("pm-dimension-organization"))
     shared = pm.SharedFunctionalGroupsSequence[0]
     shared.PlaneOrientationSequence[0].ImageOrientationPatient = list(planes[0].orientation)
     shared.PixelMeasuresSequence[0].PixelSpacing = list(planes[0].pixel_spacing)

@@ -9,7 +9,7 @@ from pydicom.sr.codedict import codes
 
 from medcam import __version__
 from medcam.errors import ExportError
-from medcam.export.outputs import UidFactory, atomic_output, derived_object_identity
+from medcam.export.outputs import UidFactory, atomic_output, derived_object_identity, set_dimension_organization_uid
 from medcam.export.source_planes import align_frames_with_sources, highdicom_geometry, source_planes
 from medcam.gc_pause import pauses_gc
 from medcam.geometry import Volume
@@ -65,6 +65,7 @@ def write_segmentation(
         omit_empty_frames=False,
     )
     align_frames_with_sources(seg, planes)
+    set_dimension_organization_uid(seg, uids.uid("seg-dimension-organization"))
     path = Path(path)
     with atomic_output(path, overwrite=overwrite) as temporary:
         seg.save_as(temporary, enforce_file_format=True)

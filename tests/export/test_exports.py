@@ -181,6 +181,17 @@ def tiny_checkpoint(tmp_path_factory):
     return load_checkpoint(path)
 
 
+def _uids(ds, path=""):
+    found = {}
+    for element in ds:
+        if element.VR == "SQ":
+            for i, item in enumerate(element.value):
+                found.update(_uids(item, f"{path}/{element.keyword}[{i}]"))
+        elif element.VR == "UI":
+            found[f"{path}/{element.keyword}"] = str(element.value)
+    return found
+
+
 def test_case_outputs_end_to_end_deterministic_and_input_untouched(tmp_path, ct_study, tiny_checkpoint, dciodvfy):
     write_dicom_series(ct_study.volume, tmp_path / "in" / "ct")
     before = tree_hash(tmp_path / "in")
@@ -198,6 +209,8 @@ def test_case_outputs_end_to_end_deterministic_and_input_untouched(tmp_path, ct_
     for fmt in ("pm", "seg"):
         a, b = (pydicom.dcmread(run.paths[fmt][0]) for run in runs)
         assert a.SOPInstanceUID == b.SOPInstanceUID
+        assert a.DimensionOrganizationSequence[0].DimensionOrganizationUID == b.DimensionIndexSequence[0].DimensionOrganizationUID
+        assert _uids(a) == _uids(b)  # every UID in the object, nested ones included
         assert a.get("PixelData") == b.get("PixelData") and a.get("FloatPixelData") == b.get("FloatPixelData")
         assert dciodvfy(runs[0].paths[fmt][0]) == []
     sidecar = json.loads(runs[0].paths["nifti"][1].read_text())
