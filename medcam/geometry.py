@@ -338,11 +338,15 @@ def _resample_separable(array: np.ndarray, shape, src_from_tgt: np.ndarray, axes
     Fortran order, like the volumes the readers make."""
     data = array if order == 0 else array.astype(np.float32, copy=False)
     dtype = array.dtype if order == 0 else np.float32
-    coordinates, outside = {}, {}
+    coordinates, outside, inside_run = {}, {}, {}
     for s in range(3):
         t, n = axes[s], array.shape[s]
         coordinate = src_from_tgt[s, t] * np.arange(shape[t], dtype=float) + src_from_tgt[s, 3]
-        outside[t] = np.flatnonzero((coordinate < -0.5) | (coordinate > n - 0.5))
+        # linear in the target index, so the voxels outside are a run at either end: two slices
+        inside = np.flatnonzero((coordinate >= -0.5) & (coordinate <= n - 0.5))
+        start, stop = (int(inside[0]), int(inside[-1]) + 1) if inside.size else (0, 0)
+        inside_run[t] = (start, stop)
+        outside[t] = [part for part in (slice(0, start), slice(stop, shape[t])) if part.stop > part.start]
         coordinates[s] = np.clip(coordinate, 0.0, n - 1.0)
     # interpolate source axis s along its target axis t, smallest expansion first
     passes = sorted(range(3), key=lambda a: shape[axes[a]] / max(array.shape[a], 1))
@@ -354,17 +358,19 @@ def _resample_separable(array: np.ndarray, shape, src_from_tgt: np.ndarray, axes
     to_target = list(np.argsort(axes))
     out = np.empty(shape, dtype=dtype, order="F")  # i fastest: slices [:, :, k] are contiguous (DICOM frames, NIfTI)
     step = max(1, 4_000_000 // max(1, int(np.prod(data.shape)) // max(data.shape[last], 1)))
-    for first in range(0, shape[t], step):
+    begin, end = inside_run[t]  # target voxels outside the source along t are only filled, below
+    for first in range(begin, end, step):
         index = [slice(None)] * 3
-        index[t] = slice(first, first + step)
+        index[t] = slice(first, min(first + step, end))
+        chunk = coordinates[last][index[t]]
         if order == 1:  # the largest pass: torch's kernels use every CPU
-            _lerp_axis_into(data, last, coordinates[last][first : first + step], out[tuple(index)], to_target)
+            _lerp_axis_into(data, last, chunk, out[tuple(index)], to_target)
         else:
-            out[tuple(index)] = np.transpose(_interpolate_axis(data, last, coordinates[last][first : first + step], order), to_target)
-    for axis, indices in outside.items():
-        if indices.size:
+            out[tuple(index)] = np.transpose(_interpolate_axis(data, last, chunk, order), to_target)
+    for axis, parts in outside.items():
+        for part in parts:
             index = [slice(None)] * 3
-            index[axis] = indices
+            index[axis] = part
             out[tuple(index)] = fill
     return out
 

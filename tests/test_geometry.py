@@ -243,3 +243,19 @@ def test_separable_resampling_along_a_single_slice_axis_repeats_the_slice(monkey
     assert np.array_equal(fast.array, np.repeat(plane, 40, axis=2))  # slices at -4.875 .. 4.875 mm: all in the 10 mm slab
     monkeypatch.setattr(geometry_module, "_axis_mapping", lambda linear: None)
     assert np.array_equal(fast.array, resample_to(source, target, fill=-7.0).array)
+
+
+@pytest.mark.parametrize("shift_mm", [0.0, 500.0])
+def test_separable_resampling_fills_exactly_the_voxels_outside_the_source(shift_mm):
+    """Target voxels whose centre lies outside the source extent take the fill value (a run at
+    either end of each axis, or everything when the grids do not overlap); the rest are sampled."""
+    source = Volume.from_array(np.full((4, 5, 6), 7.0, dtype=np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    affine = np.diag([-1.0, 1.0, 1.0, 1.0])  # flipped along x: the inside run is found backwards too
+    affine[:3, 3] = [6.0 + shift_mm, -3.0, -2.0]
+    target = ImageGeometry((12, 16, 16), affine)
+    out = resample_to(source, target, fill=-1.0).array
+    world = target.voxel_to_world(np.stack(np.meshgrid(*[np.arange(n) for n in target.shape], indexing="ij"), axis=-1).astype(float))
+    index = world / 2.0  # source voxel coordinates (diagonal 2 mm, origin 0)
+    inside = np.all((index >= -0.5) & (index <= np.array(source.shape) - 0.5), axis=-1)
+    assert np.array_equal(out == -1.0, ~inside) and np.all(out[inside] == 7.0)
+    assert inside.any() == (shift_mm == 0.0)
