@@ -122,6 +122,7 @@ def run_case(folder: Path, out: Path, checkpoint, nifti_name: str = "cam.nii.gz"
     from medcam.export.nifti import write_heatmap_nifti
     from medcam.export.parametric_map import write_parametric_map
     from medcam.export.secondary_capture import write_secondary_capture
+    from medcam.heap import return_free_heap
     from medcam.io import read_dicom_series
     from medcam.transforms import preprocess
 
@@ -145,6 +146,7 @@ def run_case(folder: Path, out: Path, checkpoint, nifti_name: str = "cam.nii.gz"
     heatmap = to_source_grid(result.map[0], model_input, series.volume.geometry)
     stages["back-sampling"] = time.perf_counter() - t
     t = time.perf_counter()
+    return_free_heap()
     secondary_capture = ForkedCall(timed, write_secondary_capture, heatmap, series, out / "sc", nice=10)
     # this process's resident set plus the child's own pages, at the same instants (every 50 ms)
     both = (lambda: _resident_bytes() + _private_bytes(secondary_capture.pid)) if secondary_capture.pid else _resident_bytes

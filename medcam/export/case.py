@@ -21,6 +21,7 @@ from medcam.export.parametric_map import write_parametric_map
 from medcam.export.secondary_capture import write_secondary_capture
 from medcam.export.seg import write_segmentation
 from medcam.gc_pause import pauses_gc
+from medcam.heap import return_free_heap
 from medcam.io.dicom import DicomSeries
 
 __all__ = ["FORMATS", "CaseOutputs", "write_case_outputs"]
@@ -111,6 +112,7 @@ def write_case_outputs(
     # made. (The child takes the Secondary Capture rather than the Parametric Map because its
     # own memory is then a few slices, not a second copy of the map's pixel data.)
     written: dict[str, Any] = {}
+    return_free_heap()  # before the writers' peak (and the fork): what reading and preprocessing left free
     secondary_capture = ForkedCall(
         write_secondary_capture, heatmap, series, out / f"{name}_sc", uids=uids, overwrite=overwrite,
         description=f"medcam {result.method} overlay", nice=10,  # the Parametric Map here is the longer: it goes first
