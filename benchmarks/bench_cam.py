@@ -9,7 +9,8 @@ every method is run ``--reps`` times, methods interleaved within each repetition
 time is divided by the median time of ``model(x)`` under ``torch.no_grad()``. medcam times include
 upsampling the map to the input grid; MONAI's GradCAM upsamples too; torchcam returns maps at
 feature resolution (no upsampling). Peak memory: CUDA's max_memory_allocated on a GPU, the peak
-resident set size above the pre-call level (sampled every 2 ms) on the CPU.
+resident set size above the pre-call level (sampled every 2 ms) on the CPU, measured in one more,
+untimed call of each method (the sampler would slow the timed ones).
 
 torchcam comes from the optional extra: pip install -e '.[bench]'.
 """
@@ -69,16 +70,23 @@ class PeakMemory:
             self.peak = max(self.peak, _rss_bytes() - self.base)
 
 
-def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, int]:
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall time of one call, with nothing else running (no memory sampler: on 2 CPUs a thread
+    polling every 2 ms slowed short calls by up to a factor of 2)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def _peak_memory(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak memory of one more call, made after the timed ones."""
     with PeakMemory(device) as memory:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - start
-    return elapsed, memory.peak
+    return memory.peak
 
 
 def _medcam(method: str, model, layer: str, x: torch.Tensor, **options):
@@ -150,14 +158,12 @@ def bench_gradients(args, device: torch.device) -> None:
                 for run in runs.values():  # warm-up
                     run()
                 times: dict[str, list[float]] = {name: [] for name in runs}
-                peaks: dict[str, int] = {name: 0 for name in runs}
                 names = list(runs)
                 for rep in range(args.reps):
                     # rotate the order each repetition so no method always runs first (cold caches)
                     for name in names[rep % len(names) :] + names[: rep % len(names)]:
-                        elapsed, peak = _timed(runs[name], device)
-                        times[name].append(elapsed)
-                        peaks[name] = max(peaks[name], peak)
+                        times[name].append(_timed(runs[name], device))
+                peaks = {name: _peak_memory(run, device) for name, run in runs.items()}  # untimed calls
                 base = statistics.median(times["forward"])
                 print(f"\n{model_name} {batch}x1x{size}^3 on {device}: forward {base * 1000:.1f} ms")
                 for name in runs:
@@ -180,8 +186,11 @@ def bench_scorecam(args, device: torch.device) -> None:
         runs["torchcam ScoreCAM"] = _torchcam("ScoreCAM", model, "layer4", x, batch_size=args.torchcam_batch)
     results = {}
     for name, run in runs.items():
-        elapsed, peak = _timed(run, device)
-        results[name] = (elapsed, peak)
+        # one call each, timed and sampled together: minutes long, so a 2 ms sampler costs nothing
+        with PeakMemory(device) as memory:
+            elapsed = _timed(run, device)
+        results[name] = (elapsed, memory.peak)
+        peak = memory.peak
         print(f"  {name:20s} {elapsed:8.1f} s   {peak / 2**20:8.1f} MiB peak")
     if len(results) == 2:
         ours, theirs = results["medcam scorecam"], results["torchcam ScoreCAM"]

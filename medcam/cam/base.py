@@ -78,15 +78,19 @@ def upsample(feature_map: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """``(N, *spatial)`` -> ``(N, *size)`` by (bi/tri)linear interpolation, ``align_corners=False``.
 
     On the CPU, when every size is a whole multiple of the map's, the interpolation is done one
-    axis at a time (:func:`_upsample_axis`): the same values as ``F.interpolate`` to float32
-    rounding, 1.5-5 times faster, which matters for CAM, whose only cost beyond the forward pass
-    this is. Otherwise ``F.interpolate`` does it.
+    axis at a time: the innermost by torch's 1D linear kernel, the outer ones by
+    :func:`_upsample_axis`. The same values as ``F.interpolate`` to float32 rounding, about 4.5
+    times faster at 64^3 -> 128^3, which matters for CAM, whose only cost beyond the forward pass
+    this is. Otherwise (and on a GPU) ``F.interpolate`` does it in one call.
     """
     size = tuple(int(n) for n in size)
     spatial = tuple(feature_map.shape[1:])
     if feature_map.device.type == "cpu" and len(size) == len(spatial) and all(n % m == 0 for n, m in zip(size, spatial)):
         result = feature_map
-        for dim in range(len(size), 0, -1):  # innermost axis first, while the tensor is smallest
+        if size[-1] != spatial[-1]:  # the innermost axis first, while the tensor is smallest: torch's 1D kernel
+            rows = F.interpolate(result.reshape(-1, 1, spatial[-1]), size=size[-1], mode="linear", align_corners=False)
+            result = rows.reshape(*result.shape[:-1], size[-1])
+        for dim in range(len(size) - 1, 0, -1):  # then the outer axes, whole rows and planes at a time
             if size[dim - 1] != spatial[dim - 1]:
                 result = _upsample_axis(result, dim, size[dim - 1] // spatial[dim - 1])
         return result if result is not feature_map else feature_map.clone()
@@ -98,21 +102,24 @@ def _upsample_axis(x: torch.Tensor, dim: int, factor: int) -> torch.Tensor:
     """Linear upsampling by a whole ``factor`` along ``dim``, ``align_corners=False``.
 
     Output ``j = i * factor + r`` sits at input coordinate ``i + d_r``, ``d_r = (r + 0.5) /
-    factor - 0.5``, between ``x[i - 1]`` and ``x[i]`` when ``d_r < 0``, else between ``x[i]``
+    factor - 0.5``: between ``x[i - 1]`` and ``x[i]`` when ``d_r < 0``, else between ``x[i]``
     and ``x[i + 1]``; past the edges the edge value holds (as ``F.interpolate`` clamps). So each
-    residue ``r`` is one ``lerp`` of two shifted views of the edge-padded input, written
-    straight into its interleaved slots of the output: outer axes move whole contiguous planes.
+    residue ``r`` is one ``lerp`` of two shifted views of the input, written straight into its
+    interleaved slots of the output (an outer axis moves whole rows or planes), plus one edge slice.
     """
     n = x.shape[dim]
-    padded = torch.cat([x.narrow(dim, 0, 1), x, x.narrow(dim, n - 1, 1)], dim=dim)  # padded[i + 1] = x[i]
     shape = list(x.shape)
     shape[dim] = n * factor
     out = x.new_empty(shape)
     slots = out.unflatten(dim, (n, factor))
     for r in range(factor):
         offset = (r + 0.5) / factor - 0.5
-        start, weight = (0, 1.0 + offset) if offset < 0 else (1, offset)
-        torch.lerp(padded.narrow(dim, start, n), padded.narrow(dim, start + 1, n), weight, out=slots.select(dim + 1, r))
+        target = slots.select(dim + 1, r)
+        # i = 1..n-1 from (x[i-1], x[i]) when below the centre, i = 0..n-2 from (x[i], x[i+1]) above
+        inner, edge = (target.narrow(dim, 1, n - 1), 0) if offset < 0 else (target.narrow(dim, 0, n - 1), n - 1)
+        if n > 1:
+            torch.lerp(x.narrow(dim, 0, n - 1), x.narrow(dim, 1, n - 1), offset + 1.0 if offset < 0 else offset, out=inner)
+        target.narrow(dim, edge, 1).copy_(x.narrow(dim, edge, 1))
     return out
 
 

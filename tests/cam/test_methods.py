@@ -117,6 +117,7 @@ def test_upsampling_is_align_corners_false(gap_model):
         ((1, 5), (15,)),  # 1D, an odd factor
         ((1, 4, 4, 4), (10, 12, 16)),  # not whole multiples: F.interpolate itself
         ((1, 3, 3), (3, 3)),  # nothing to do: a copy
+        ((2, 1, 4, 1), (8, 8, 5)),  # one-voxel axes (outer and innermost): the edge value everywhere
     ],
 )
 def test_upsample_equals_torch_linear_interpolation(shape, size):
