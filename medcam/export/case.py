@@ -3,6 +3,7 @@ series, optional SEG, PNG. Outputs that the source cannot support are skipped wi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -117,28 +118,33 @@ def write_case_outputs(
         write_secondary_capture, heatmap, series, out / f"{name}_sc", uids=uids, overwrite=overwrite,
         description=f"medcam {result.method} overlay", nice=10,  # the Parametric Map here is the longer: it goes first
     ) if "sc" in dicom_formats else None
-    with ThreadPoolExecutor(max_workers=1) as background:
-        # the NIfTI's compression runs in threads outside the GIL, while highdicom runs here
-        nifti = background.submit(write_heatmap_nifti, heatmap, nifti_path, sidecar=sidecar,
-                                  overwrite=overwrite) if wants_nifti else None
-        for fmt in dicom_formats:
-            if fmt == "pm":
-                written["pm"] = _attempt(lambda: [write_parametric_map(
-                    heatmap, series, out / f"{name}_pm.dcm", uids=uids, overwrite=overwrite,
-                    label=result.method, description=f"medcam {result.method} map (raw)")])
-            elif fmt == "seg":
-                written["seg"] = _attempt(lambda: [write_segmentation(
-                    heatmap, series, out / f"{name}_seg.dcm", threshold=float(threshold), uids=uids,
-                    method=result.method, overwrite=overwrite)])
-        if secondary_capture is not None:
-            written["sc"] = _attempt(secondary_capture.result)
-        for fmt in dicom_formats:  # paths and notes in format order
-            if isinstance(written[fmt], ExportError):
-                outputs.notes.append(f"{fmt}: skipped, {written[fmt]}")
-            else:
-                outputs.paths[fmt] = written[fmt]
-        if nifti is not None:
-            outputs.paths["nifti"] = list(nifti.result())
+    try:
+        with ThreadPoolExecutor(max_workers=1) as background:
+            # the NIfTI's compression runs in threads outside the GIL, while highdicom runs here
+            nifti = background.submit(write_heatmap_nifti, heatmap, nifti_path, sidecar=sidecar,
+                                      overwrite=overwrite) if wants_nifti else None
+            for fmt in dicom_formats:
+                if fmt == "pm":
+                    written["pm"] = _attempt(lambda: [write_parametric_map(
+                        heatmap, series, out / f"{name}_pm.dcm", uids=uids, overwrite=overwrite,
+                        label=result.method, description=f"medcam {result.method} map (raw)")])
+                elif fmt == "seg":
+                    written["seg"] = _attempt(lambda: [write_segmentation(
+                        heatmap, series, out / f"{name}_seg.dcm", threshold=float(threshold), uids=uids,
+                        method=result.method, overwrite=overwrite)])
+            if secondary_capture is not None:
+                written["sc"] = _attempt(secondary_capture.result)
+            if nifti is not None:
+                outputs.paths["nifti"] = list(nifti.result())
+    finally:
+        if secondary_capture is not None and "sc" not in written:  # something above raised:
+            with contextlib.suppress(Exception):  # the child still finishes before this returns
+                secondary_capture.result()
+    for fmt in dicom_formats:  # paths and notes in format order
+        if isinstance(written[fmt], ExportError):
+            outputs.notes.append(f"{fmt}: skipped, {written[fmt]}")
+        else:
+            outputs.paths[fmt] = written[fmt]
     if "png" in formats:
         window = source_window(series.datasets, explanation.source.array) if series is not None else None
         title = f"{result.method}: {explanation.target_name} p={explanation.probability:.3f}"

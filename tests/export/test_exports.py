@@ -322,3 +322,23 @@ def test_parametric_map_references_every_source_as_highdicom_does(tmp_path, obli
     assert len(full.SourceImageSequence) == len(series.datasets) > 1
     assert _differences(fast, full) == []
     assert fast.FloatPixelData == full.FloatPixelData
+
+
+def test_a_failing_writer_does_not_leave_the_forked_one_running(tmp_path, ct_study, tiny_checkpoint, monkeypatch):
+    """When the Parametric Map fails unexpectedly, write_case_outputs raises, and only after the
+    Secondary Capture child has finished: nothing is written behind the caller's back."""
+    import medcam.export.case as case_module
+
+    write_dicom_series(ct_study.volume, tmp_path / "in" / "ct")
+    series = read_dicom_series(tmp_path / "in" / "ct")
+    explanation = explain(tiny_checkpoint, series.volume)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in a writer")
+
+    monkeypatch.setattr(case_module, "write_parametric_map", broken)
+    with pytest.raises(RuntimeError, match="a bug in a writer"):
+        write_case_outputs(explanation, tmp_path / "out", source_path=tmp_path / "in" / "ct", series=series,
+                           formats=("pm", "sc"))
+    written = sorted((tmp_path / "out" / "cam_sc").iterdir())
+    assert len(written) == series.volume.shape[2] and all(p.suffix == ".dcm" for p in written)  # complete, no temporaries
