@@ -19,7 +19,7 @@ from medcam.errors import ExportError
 from medcam.export.outputs import UidFactory, atomic_output
 from medcam.export.overlay import blend, draw_legend, source_window, window_to_levels
 from medcam.export.series_encoder import SeriesEncoder
-from medcam.export.source_planes import SourcePlane, source_planes
+from medcam.export.source_planes import SourcePlane, source_planes, source_reference
 from medcam.gc_pause import pauses_gc
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
@@ -90,7 +90,7 @@ def slice_attributes(uids: UidFactory, k: int, plane: SourcePlane | None, rgb: n
         ds.ImageOrientationPatient = list(plane.orientation)
         ds.PixelSpacing = list(plane.pixel_spacing)
         ds.SliceThickness = plane.thickness or ""
-        ds.SourceImageSequence = [_reference(plane.dataset, plane.frame_index)]
+        ds.SourceImageSequence = [source_reference(plane.dataset, plane.frame_index)]
     ds.add_new(0x7FE00010, "OB", rgb.tobytes())  # PixelData: 8-bit samples are OB
     return ds
 
@@ -120,12 +120,3 @@ def _series_template(source_header: Dataset, series_uid: str, series_number: int
     ds.HighBit = 7
     ds.PixelRepresentation = 0
     return ds
-
-
-def _reference(source: Dataset, frame_index: int | None) -> Dataset:
-    item = Dataset()
-    item.ReferencedSOPClassUID = source.SOPClassUID
-    item.ReferencedSOPInstanceUID = source.SOPInstanceUID
-    if frame_index is not None:
-        item.ReferencedFrameNumber = frame_index + 1
-    return item

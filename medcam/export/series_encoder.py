@@ -13,10 +13,11 @@ from __future__ import annotations
 from typing import BinaryIO
 
 from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+
+from medcam.io.dicom_meta import file_meta
 
 __all__ = ["SeriesEncoder"]
 
@@ -50,15 +51,10 @@ class SeriesEncoder:
         """Write the file whose own elements (SOPInstanceUID among them) are ``own``'s."""
         if "SOPInstanceUID" not in own:
             raise ValueError("SeriesEncoder: each file's own attributes must include SOPInstanceUID")
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = self._sop_class
-        meta.MediaStorageSOPInstanceUID = own.SOPInstanceUID
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         header = DicomBytesIO()
         header.is_little_endian, header.is_implicit_VR = True, False
         header.write(_PREAMBLE)
-        write_file_meta_info(header, meta, enforce_standard=True)
+        write_file_meta_info(header, file_meta(self._sop_class, own.SOPInstanceUID), enforce_standard=True)
         encoded = dict(self._shared)
         for element in own:
             encoded[element.tag] = self._encode(element)

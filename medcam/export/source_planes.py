@@ -13,8 +13,8 @@ from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
 
 __all__ = [
-    "SourcePlane", "source_planes", "set_source_reference", "reference_every_source", "align_frames_with_sources",
-    "highdicom_geometry",
+    "SourcePlane", "source_planes", "source_reference", "set_source_reference", "reference_every_source",
+    "align_frames_with_sources", "highdicom_geometry",
 ]
 
 
@@ -92,6 +92,16 @@ def _derivation_item() -> Dataset:
     return item
 
 
+def source_reference(source: Dataset, frame_index: int | None = None) -> Dataset:
+    """A reference item to a source instance (and frame, for a multi-frame source)."""
+    item = Dataset()
+    item.ReferencedSOPClassUID = source.SOPClassUID
+    item.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    if frame_index is not None:
+        item.ReferencedFrameNumber = frame_index + 1
+    return item
+
+
 def reference_every_source(instance: Dataset, datasets: Sequence[Dataset]) -> None:
     """List every source file in ``instance``'s SourceImageSequence and its series' entry of
     ReferencedSeriesSequence, as highdicom does when it is given them all, for an object built
@@ -103,10 +113,8 @@ def reference_every_source(instance: Dataset, datasets: Sequence[Dataset]) -> No
     sources, instances = list(instance.SourceImageSequence), list(series.ReferencedInstanceSequence)
     for ds in datasets:
         if str(ds.SOPInstanceUID) not in listed:
-            for items in (sources, instances):
-                reference = Dataset()
-                reference.ReferencedSOPClassUID, reference.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-                items.append(reference)
+            sources.append(source_reference(ds))
+            instances.append(source_reference(ds))
     instance.SourceImageSequence = sources
     series.ReferencedInstanceSequence = instances
 
