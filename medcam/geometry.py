@@ -291,6 +291,16 @@ def _axis_mapping(linear: np.ndarray) -> list[int] | None:
     return [int(np.flatnonzero(row)[0]) for row in significant]
 
 
+def _neighbours(coordinate: np.ndarray, n: int, ndim: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """For (clipped) fractional indices along an axis of ``n`` voxels: the lower neighbour of each
+    (at most ``n - 2``, so the upper one exists) and the float32 weight of the upper one, shaped
+    to broadcast along ``axis`` of an ``ndim``-dimensional array."""
+    low = np.minimum(np.floor(coordinate).astype(np.intp), max(n - 2, 0))
+    shape = [1] * ndim
+    shape[axis] = len(coordinate)
+    return low, (coordinate - low).astype(np.float32).reshape(shape)
+
+
 def _interpolate_axis(data: np.ndarray, axis: int, coordinate: np.ndarray, order: int) -> np.ndarray:
     """``data`` sampled at (clipped) fractional indices ``coordinate`` along ``axis``."""
     n = data.shape[axis]
@@ -298,10 +308,7 @@ def _interpolate_axis(data: np.ndarray, axis: int, coordinate: np.ndarray, order
         return np.take(data, np.rint(coordinate).astype(np.intp), axis=axis)
     if n == 1:
         return np.take(data, np.zeros(len(coordinate), dtype=np.intp), axis=axis)
-    low = np.minimum(np.floor(coordinate).astype(np.intp), n - 2)
-    shape = [1] * data.ndim
-    shape[axis] = len(coordinate)
-    weight = (coordinate - low).astype(np.float32).reshape(shape)
+    low, weight = _neighbours(coordinate, n, data.ndim, axis)
     below = np.take(data, low, axis=axis)
     below *= 1 - weight
     above = np.take(data, low + 1, axis=axis)
@@ -317,16 +324,12 @@ def _lerp_axis_into(data: np.ndarray, axis: int, coordinate: np.ndarray, out: np
 
     n = data.shape[axis]
     source = torch.from_numpy(data)
-    if n == 1:
-        low = np.zeros(len(coordinate), dtype=np.int64)
-    else:
-        low = np.minimum(np.floor(coordinate).astype(np.int64), n - 2)
-    shape = [1] * data.ndim
-    shape[axis] = len(coordinate)
-    weight = torch.from_numpy((coordinate - low).astype(np.float32).reshape(shape))
-    below = source.index_select(axis, torch.from_numpy(low))
+    low, weight = _neighbours(coordinate, n, data.ndim, axis)  # n == 1: every index 0, every weight 0
+    low = torch.from_numpy(low.astype(np.int64))
+    below = source.index_select(axis, low)
     if n > 1:
-        above = source.index_select(axis, torch.from_numpy(low + 1))
+        above = source.index_select(axis, low + 1)
+        weight = torch.from_numpy(weight)
         below.mul_(1 - weight).add_(above.mul_(weight))  # as _interpolate_axis: exact at weights 0 and 1
     torch.from_numpy(out).copy_(below.permute(*to_target))
 
