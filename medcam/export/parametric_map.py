@@ -7,6 +7,7 @@ frame's ImagePositionPatient copied (as the source's decimal strings) from its s
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ __all__ = ["write_parametric_map"]
 
 # How many of the source files highdicom itself is given (None: all; the tests compare both).
 _HIGHDICOM_SOURCES: int | None = 1
+_FLOAT_PIXEL_DATA = 0x7FE00008
 
 
 @pauses_gc
@@ -84,7 +86,7 @@ def write_parametric_map(
     if len(sources) > len(pm.SourceImageSequence):
         reference_every_source(pm, sources)
     # the source's decimal strings exactly (highdicom formats its own) and per-frame references
-    align_frames_with_sources(pm, planes)
+    frame_slices = align_frames_with_sources(pm, planes)
     set_dimension_organization_uid(pm, uids.uid("pm-dimension-organization"))
     shared = pm.SharedFunctionalGroupsSequence[0]
     shared.PlaneOrientationSequence[0].ImageOrientationPatient = list(planes[0].orientation)
@@ -95,5 +97,22 @@ def write_parametric_map(
             setattr(pm, keyword, source[keyword].value)
     path = Path(path)
     with atomic_output(path, overwrite=overwrite) as temporary:
-        pm.save_as(temporary, enforce_file_format=True)
+        _save(pm, pixels, frame_slices, temporary)
     return path
+
+
+def _save(pm, pixels: np.ndarray, frame_slices: list[int], path: Path) -> None:
+    """``pm.save_as(path)``, with the float pixel data written from ``pixels`` (frame ``f`` is
+    ``pixels[frame_slices[f]]``) rather than from highdicom's bytes of it: the same bytes,
+    without pydicom's copy of all of them on the way to the file (tested against
+    ``save_as``). FloatPixelData is the last element of the object, so it is appended last."""
+    if max(pm.keys()) != _FLOAT_PIXEL_DATA:  # not the last element: pydicom writes it all
+        pm.save_as(path, enforce_file_format=True)
+        return
+    frames = np.asarray(pixels, dtype="<f4")
+    del pm[_FLOAT_PIXEL_DATA]  # highdicom's copy, freed before writing
+    pm.save_as(path, enforce_file_format=True)
+    with open(path, "ab") as handle:
+        handle.write(struct.pack("<HH2sHI", 0x7FE0, 0x0008, b"OF", 0, frames[0].nbytes * len(frame_slices)))
+        for k in frame_slices:
+            handle.write(frames[k].data)  # (rows, columns), contiguous

@@ -137,8 +137,9 @@ def set_source_reference(frame_item: Dataset, plane: SourcePlane) -> None:
     del derivation[0].SourceImageSequence[1:]
 
 
-def align_frames_with_sources(instance: Dataset, planes: list[SourcePlane]) -> None:
-    """Give each frame of a highdicom object its own source slice's strings and reference.
+def align_frames_with_sources(instance: Dataset, planes: list[SourcePlane]) -> list[int]:
+    """Give each frame of a highdicom object its own source slice's strings and reference, and
+    return the index in ``planes`` of each frame's slice.
 
     highdicom may store the frames in an order of its own (it sorts them along the stack), so
     frames are matched to source planes by position, never by index. Each frame then gets the
@@ -147,6 +148,7 @@ def align_frames_with_sources(instance: Dataset, planes: list[SourcePlane]) -> N
     import numpy as np
 
     positions = np.array([[float(v) for v in plane.position] for plane in planes])
+    order = []
     for item in instance.PerFrameFunctionalGroupsSequence:
         frame_position = np.array([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient])
         distances = np.linalg.norm(positions - frame_position, axis=1)
@@ -155,6 +157,8 @@ def align_frames_with_sources(instance: Dataset, planes: list[SourcePlane]) -> N
             raise ExportError(f"a frame at {frame_position.tolist()} matches no source slice (nearest {distances[index]:.4f} mm)")
         item.PlanePositionSequence[0].ImagePositionPatient = list(planes[index].position)
         set_source_reference(item, planes[index])
+        order.append(index)
+    return order
 
 
 def highdicom_geometry(planes: list[SourcePlane], heatmap: Volume) -> dict:

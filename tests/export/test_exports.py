@@ -342,3 +342,49 @@ def test_a_failing_writer_does_not_leave_the_forked_one_running(tmp_path, ct_stu
                            formats=("pm", "sc"))
     written = sorted((tmp_path / "out" / "cam_sc").iterdir())
     assert len(written) == series.volume.shape[2] and all(p.suffix == ".dcm" for p in written)  # complete, no temporaries
+
+
+def test_parametric_map_file_is_what_pydicom_writes_from_highdicoms_object(tmp_path, oblique_series, monkeypatch):
+    """The float pixel data is appended from the map itself, not from highdicom's copy of it;
+    the file is byte for byte what pydicom's save_as writes from highdicom's object."""
+    import copy
+
+    import medcam.export.parametric_map as pm_module
+
+    series, heatmap, _ = oblique_series
+    save = pm_module._save
+
+    def both(pm, pixels, frame_slices, path):
+        copy.deepcopy(pm).save_as(tmp_path / "pydicom.dcm", enforce_file_format=True)
+        save(pm, pixels, frame_slices, path)
+
+    monkeypatch.setattr(pm_module, "_save", both)
+    path = write_parametric_map(heatmap, series, tmp_path / "pm.dcm")
+    assert path.read_bytes() == (tmp_path / "pydicom.dcm").read_bytes()
+
+
+@pytest.mark.parametrize("trailing_element", [False, True])
+def test_parametric_map_frames_are_appended_in_the_objects_order(tmp_path, trailing_element):
+    """Frame f of the file is pixels[frame_slices[f]]; an element after the pixel data (never
+    made by highdicom) makes pydicom write the whole object."""
+    from pydicom.dataset import Dataset
+    from pydicom.uid import ParametricMapStorage
+
+    from medcam.export.parametric_map import _save
+    from medcam.io.dicom_meta import set_file_meta
+
+    pixels = np.arange(3 * 2 * 4, dtype=np.float32).reshape(3, 2, 4)
+    frame_slices = [2, 0, 1]
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = ParametricMapStorage, "1.2.3.4"
+    ds.NumberOfFrames, ds.Rows, ds.Columns = 3, 2, 4
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.BitsAllocated = 1, "MONOCHROME2", 32
+    ds.FloatPixelData = pixels[frame_slices].tobytes()
+    if trailing_element:
+        ds.add_new(0xFFFCFFFC, "OB", b"\0\0")  # DataSetTrailingPadding
+    set_file_meta(ds)
+    expected = tmp_path / "expected.dcm"
+    ds.save_as(expected, enforce_file_format=True)
+    _save(ds, pixels, frame_slices, tmp_path / "pm.dcm")
+    assert (tmp_path / "pm.dcm").read_bytes() == expected.read_bytes()
+    assert np.array_equal(pydicom.dcmread(tmp_path / "pm.dcm").pixel_array, pixels[frame_slices])
