@@ -97,3 +97,20 @@ def test_dimension_mismatch_and_bad_configs():
     with pytest.raises(ValueError, match="needs window"):
         PreprocessConfig(3, (1.0, 1.0, 1.0), (8, 8, 8), window=None)
     assert PreprocessConfig.from_dict(CT.to_dict()) == CT
+
+
+@pytest.mark.parametrize("shape", [(20, 18, 37), (20, 18, 16), (33, 7, 1)], ids=["slabs-and-a-rest", "one-slab", "2d"])
+def test_meta_tensor_of_a_fortran_volume_is_its_contiguous_copy(shape):
+    """The readers' Fortran-ordered volumes are copied slab by slab; the tensor is the C-ordered
+    copy of the same values, and the volume is not touched."""
+    from medcam.transforms import to_meta_tensor
+
+    dims = 2 if shape[2] == 1 else 3
+    data = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    fortran = Volume(np.asfortranarray(data), axial_geometry(shape, (1.0, 1.0, 2.0)))
+    before = fortran.array.copy()
+    tensor = to_meta_tensor(fortran, dims).as_tensor()
+    expected = data if dims == 3 else data[:, :, 0]
+    assert tensor.is_contiguous() and tuple(tensor.shape) == (1, *expected.shape)
+    assert np.array_equal(tensor[0].numpy(), expected)
+    assert np.array_equal(fortran.array, before)
