@@ -14,6 +14,7 @@ from pydicom.dataset import Dataset
 from medcam.errors import DicomSeriesError, ImageReadError, MedcamWarning
 from medcam.gc_pause import pauses_gc
 from medcam.geometry import ImageGeometry, Volume, affine_lps_to_ras
+from medcam.io.dicom_pixels import decode_frames
 from medcam.io.dicom_planes import SlicePlane, planes_from_dataset
 from medcam.io.dicom_scan import SeriesInfo, SeriesScan, find_series, scan_files
 from medcam.io.dicom_stack import build_stack
@@ -128,19 +129,6 @@ def _plane_values(ds: Dataset, pixels: np.ndarray, plane: SlicePlane, out: np.nd
         np.subtract(np.float32(low + high), out, out=out)
 
 
-def _decode(ds: Dataset, path: Path, n_frames: int) -> np.ndarray:
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 - decoders raise many types
-        raise ImageReadError(
-            f"{path}: cannot decode the pixel data ({type(exc).__name__}: {exc}); the file may be truncated, "
-            f"or its transfer syntax {ds.file_meta.get('TransferSyntaxUID', '?')} needs a decoder that is not installed "
-            "(pip install 'medcam-toolkit[jpeg]')"
-        ) from exc
-    pixels = np.asarray(pixels)
-    return pixels.reshape(n_frames, int(ds.Rows), int(ds.Columns))
-
-
 def _read_planes(info: SeriesInfo, *, headers_only: bool) -> tuple[list[Dataset], list[SlicePlane]]:
     datasets: list[Dataset] = []
     planes: list[SlicePlane] = []
@@ -216,7 +204,7 @@ def read_dicom_series(
         ds = datasets[plane.dataset_index]
         if plane.dataset_index not in decoded:
             n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-            decoded[plane.dataset_index] = _decode(ds, info.files[plane.dataset_index], n_frames)
+            decoded[plane.dataset_index] = decode_frames(ds, info.files[plane.dataset_index], n_frames)
             del ds.PixelData
         pixels = decoded[plane.dataset_index][plane.frame_index or 0]
         _plane_values(ds, pixels, plane, array[:, :, k])  # (rows, cols) -> (i = column, j = row)
