@@ -75,13 +75,13 @@ def write_secondary_capture(
         rgb = draw_legend(blend(gray, heat, colormap=colormap, opacity=opacity), colormap=colormap)
         path = folder / f"SC{k + 1:04d}.dcm"
         with atomic_output(path, overwrite=overwrite) as temporary, open(temporary, "wb") as handle:
-            encoder.write(handle, slice_attributes(uids, k, planes[k] if planes is not None else None, rgb))
+            encoder.write(handle, slice_attributes(uids, k, planes[k] if planes is not None else None), rgb)
         paths.append(path)
     return paths
 
 
-def slice_attributes(uids: UidFactory, k: int, plane: SourcePlane | None, rgb: np.ndarray) -> Dataset:
-    """The attributes of slice ``k``'s file that differ from file to file."""
+def slice_attributes(uids: UidFactory, k: int, plane: SourcePlane | None) -> Dataset:
+    """The attributes of slice ``k``'s file that differ from file to file, but for its pixels."""
     ds = Dataset()
     ds.SOPInstanceUID = uids.uid("sc-instance", k)
     ds.InstanceNumber = k + 1
@@ -91,7 +91,6 @@ def slice_attributes(uids: UidFactory, k: int, plane: SourcePlane | None, rgb: n
         ds.PixelSpacing = list(plane.pixel_spacing)
         ds.SliceThickness = plane.thickness or ""
         ds.SourceImageSequence = [source_reference(plane.dataset, plane.frame_index)]
-    ds.add_new(0x7FE00010, "OB", rgb.tobytes())  # PixelData: 8-bit samples are OB
     return ds
 
 

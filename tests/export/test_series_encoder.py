@@ -45,12 +45,13 @@ def test_bytes_equal_save_as(charset, name, with_plane):
     plane = SourcePlane(_source(), None, ("-12.5", "3", "100.25"), ("1", "0", "0", "0", "1", "0"), ("0.75", "0.8"), "2.5") if with_plane else None
     rgb = np.random.default_rng(1).integers(0, 256, (3, 5, 3), dtype=np.uint8)
     for k in range(3):
-        own = slice_attributes(UidFactory("seed"), k, plane, rgb)
+        own = slice_attributes(UidFactory("seed"), k, plane)
         written = io.BytesIO()
-        encoder.write(written, own)
+        encoder.write(written, own, rgb)
         expected = Dataset()
         expected.update(shared)
         expected.update(own)
+        expected.add_new(0x7FE00010, "OB", rgb.tobytes())  # 45 bytes: padded to 46
         set_file_meta(expected)
         buffer = io.BytesIO()
         expected.save_as(buffer, enforce_file_format=True)
@@ -63,5 +64,14 @@ def test_bytes_equal_save_as(charset, name, with_plane):
 def test_required_uids_are_checked():
     with pytest.raises(ValueError, match="SOPClassUID"):
         SeriesEncoder(Dataset())
+    pixels = np.zeros((3, 5, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match="SOPInstanceUID"):
-        SeriesEncoder(_shared(None, "A")).write(io.BytesIO(), Dataset())
+        SeriesEncoder(_shared(None, "A")).write(io.BytesIO(), Dataset(), pixels)
+    own = Dataset()
+    own.SOPInstanceUID = "1.2.3"
+    with pytest.raises(ValueError, match="uint8 array, found uint16"):
+        SeriesEncoder(_shared(None, "A")).write(io.BytesIO(), own, pixels.astype(np.uint16))
+    for keyword in ("PixelData", "DataSetTrailingPadding"):
+        setattr(own, keyword, b"\0\0")
+        with pytest.raises(ValueError, match="no element may follow it"):
+            SeriesEncoder(_shared(None, "A")).write(io.BytesIO(), own, pixels)
