@@ -110,6 +110,27 @@ class _PeakSampler:
         self.peak = max(self.peak, self.measure())
 
 
+class _StageClock:
+    """Wall and CPU seconds of consecutive stages. CPU counts every thread of this process and
+    the children it has waited for (the forked writer), so that CPU / number of CPUs is the
+    least wall time the same work could take on this machine."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._marks = (time.perf_counter(), self._cpu())
+
+    @staticmethod
+    def _cpu() -> float:
+        times = os.times()
+        return times.user + times.system + times.children_user + times.children_system
+
+    def lap(self, stage: str) -> None:
+        wall, cpu = time.perf_counter(), self._cpu()
+        self.wall[stage], self.cpu[stage] = wall - self._marks[0], cpu - self._marks[1]
+        self._marks = (wall, cpu)
+
+
 def run_case(folder: Path, out: Path, checkpoint, nifti_name: str = "cam.nii.gz") -> dict:
     """One case through every stage; the writers overlap as in ``write_case_outputs`` (the
     Secondary Capture in a forked child, the NIfTI in a background thread with its compression
@@ -131,21 +152,16 @@ def run_case(folder: Path, out: Path, checkpoint, nifti_name: str = "cam.nii.gz"
         function(*args, **kwargs)
         return time.perf_counter() - t
 
-    stages = {}
-    start = time.perf_counter()
+    clock = _StageClock()
     series = read_dicom_series(folder)
-    stages["read"] = time.perf_counter() - start
-    t = time.perf_counter()
+    clock.lap("read")
     model_input = preprocess(series.volume, checkpoint.preprocess_config)
-    stages["preprocess"] = time.perf_counter() - t
-    t = time.perf_counter()
+    clock.lap("preprocess")
     with create_extractor("cam", checkpoint.model) as extractor:
         result = extractor(model_input.as_tensor()[None], target=1)
-    stages["inference + CAM"] = time.perf_counter() - t
-    t = time.perf_counter()
+    clock.lap("inference + CAM")
     heatmap = to_source_grid(result.map[0], model_input, series.volume.geometry)
-    stages["back-sampling"] = time.perf_counter() - t
-    t = time.perf_counter()
+    clock.lap("back-sampling")
     return_free_heap()
     secondary_capture = ForkedCall(timed, write_secondary_capture, heatmap, series, out / "sc", nice=10)
     # this process's resident set plus the child's own pages, at the same instants (every 50 ms)
@@ -155,11 +171,10 @@ def run_case(folder: Path, out: Path, checkpoint, nifti_name: str = "cam.nii.gz"
         writers = {"Parametric Map": timed(write_parametric_map, heatmap, series, out / "pm.dcm")}
         writers["Secondary Capture (forked process)"] = secondary_capture.result()
         writers[f"NIfTI {nifti_name} (background thread)"] = nifti.result()
-    stages["write NIfTI + PM + SC"] = time.perf_counter() - t
-    total = time.perf_counter() - start
+    clock.lap("write NIfTI + PM + SC")
     output_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return {"stages": stages, "writers": writers, "total": total, "output_bytes": output_bytes,
-            "voxels": int(np.prod(series.volume.shape)), "writing_memory": writing.peak}
+    return {"stages": clock.wall, "cpu": clock.cpu, "writers": writers, "total": sum(clock.wall.values()),
+            "output_bytes": output_bytes, "voxels": int(np.prod(series.volume.shape)), "writing_memory": writing.peak}
 
 
 def child_pipeline(folder: Path, out: Path, mode: str) -> dict:
@@ -170,17 +185,18 @@ def child_pipeline(folder: Path, out: Path, mode: str) -> dict:
 
     from medcam.models import load_checkpoint
 
-    start = time.perf_counter()
+    clock = _StageClock()
     checkpoint = load_checkpoint(SAMPLE / "models" / "ct3d.pt")
-    load = time.perf_counter() - start
+    clock.lap("load the model")
     if mode != "cold":
         (out / "warmup").mkdir()
         run_case(SAMPLE / "ct_lesion_dicom", out / "warmup", checkpoint)
         shutil.rmtree(out / "warmup")
     result = run_case(folder, out, checkpoint, nifti_name="cam.nii" if mode == "warm-nii" else "cam.nii.gz")
     if mode == "cold":
-        result["stages"] = {"load the model": load, **result["stages"]}
-        result["total"] += load
+        result["stages"] = {**clock.wall, **result["stages"]}
+        result["cpu"] = {**clock.cpu, **result["cpu"]}
+        result["total"] += clock.wall["load the model"]
     result["maxrss"] = _peak_rss_bytes()
     return result
 
@@ -262,9 +278,12 @@ def main() -> None:
         print(f"  (this process's own peak {run['maxrss'] / 2**20:.0f} MiB; while writing, with the forked Secondary Capture "
               f"writer's own pages, {run['writing_memory'] / 2**20:.0f} MiB at most)")
         for name, seconds in run["stages"].items():
-            print(f"  {name:32s} {seconds:7.2f} s  {100 * seconds / run['total']:5.1f}%")
+            print(f"  {name:32s} {seconds:7.2f} s  {100 * seconds / run['total']:5.1f}%   CPU {run['cpu'][name]:5.2f} s")
         for name, seconds in run["writers"].items():
             print(f"    {name:34s} {seconds:7.2f} s (own time, overlapping)")
+        cpu = sum(run["cpu"].values())
+        print(f"  CPU time of every stage, all threads and the forked writer: {cpu:.2f} s; on {os.cpu_count()} CPUs the same "
+              f"work takes at least {cpu / os.cpu_count():.2f} s = {cpu / os.cpu_count() / floor['total']:.2f}x the floor")
 
 
 if __name__ == "__main__":
