@@ -59,10 +59,11 @@ def write_heatmap_nifti(
     return path, json_path
 
 
-def _nifti_blocks(header: nib.Nifti1Header, array: np.ndarray, *, block_bytes: int = 8 << 20) -> Iterator[bytes]:
+def _nifti_blocks(header: nib.Nifti1Header, array: np.ndarray, *, block_bytes: int = 8 << 20) -> Iterator[bytes | memoryview]:
     """The single-file NIfTI byte stream: the header (with its empty extension flag, up to
     ``vox_offset``), then the voxels in NIfTI's column-major order (x fastest), cut along the
-    last axis into blocks of about ``block_bytes``."""
+    last axis into blocks of about ``block_bytes``: views of the array's own memory when it is
+    float32 in Fortran order, as medcam's maps are, else copies."""
     buffer = io.BytesIO()
     header.write_to(buffer)
     assert buffer.tell() == int(header["vox_offset"])
@@ -70,7 +71,8 @@ def _nifti_blocks(header: nib.Nifti1Header, array: np.ndarray, *, block_bytes: i
     plane = int(np.prod(array.shape[:2])) * 4
     step = max(1, block_bytes // max(plane, 1))
     for first in range(0, array.shape[2], step):
-        yield array[:, :, first : first + step].astype(np.float32, copy=False).tobytes(order="F")
+        slab = np.asfortranarray(array[:, :, first : first + step], dtype=np.float32)
+        yield memoryview(slab.T).cast("B")  # slab.T is C-contiguous: its bytes in slab's Fortran order
 
 
 def _jsonable(value: Any) -> Any:
