@@ -4,9 +4,10 @@ once for what they share and once per file only for what changes.
 The bytes are those ``Dataset.save_as(..., enforce_file_format=True)`` writes for the same
 attributes (Explicit VR Little Endian; tested byte for byte): every element but the 8-bit Pixel
 Data is still encoded by pydicom's own ``write_data_element``, and the elements are put in
-ascending tag order as ``write_dataset`` does. What is saved is the encoding of some forty shared elements for every one
-of a series' files (about three quarters of pydicom's time per Secondary Capture slice), and of
-the file meta group, which differs from file to file only in its SOP Instance UID and length.
+ascending tag order as ``write_dataset`` does. What is saved is the encoding of some forty
+shared elements for every one of a series' files (about three quarters of pydicom's time per
+Secondary Capture slice), and of the file meta group, which differs from file to file only in
+its SOP Instance UID and length.
 """
 
 from __future__ import annotations
