@@ -7,7 +7,6 @@ frame's ImagePositionPatient copied (as the source's decimal strings) from its s
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from medcam.export.source_planes import align_frames_with_sources, highdicom_geo
 from medcam.gc_pause import pauses_gc
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
+from medcam.io.dicom_meta import long_element_header
 
 __all__ = ["write_parametric_map"]
 
@@ -113,6 +113,6 @@ def _save(pm, pixels: np.ndarray, frame_slices: list[int], path: Path) -> None:
     del pm[_FLOAT_PIXEL_DATA]  # highdicom's copy, freed before writing
     pm.save_as(path, enforce_file_format=True)
     with open(path, "ab") as handle:
-        handle.write(struct.pack("<HH2sHI", 0x7FE0, 0x0008, b"OF", 0, frames[0].nbytes * len(frame_slices)))
+        handle.write(long_element_header(_FLOAT_PIXEL_DATA, "OF", frames[0].nbytes * len(frame_slices)))
         for k in frame_slices:
             handle.write(frames[k].data)  # (rows, columns), contiguous

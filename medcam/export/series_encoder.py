@@ -12,7 +12,6 @@ its SOP Instance UID and length.
 
 from __future__ import annotations
 
-import struct
 from typing import BinaryIO
 
 import numpy as np
@@ -21,7 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
 
-from medcam.io.dicom_meta import file_meta
+from medcam.io.dicom_meta import file_meta, long_element_header
 
 __all__ = ["SeriesEncoder"]
 
@@ -77,5 +76,5 @@ class SeriesEncoder:
             encoded[element.tag] = self._encode(element)
         data = np.ascontiguousarray(pixels).data.cast("B")
         padding = b"\0" * (len(data) % 2)  # values have an even length
-        pixel_header = struct.pack("<HH2sHI", _PIXEL_DATA >> 16, _PIXEL_DATA & 0xFFFF, b"OB", 0, len(data) + len(padding))
+        pixel_header = long_element_header(_PIXEL_DATA, "OB", len(data) + len(padding))
         handle.writelines([_PREAMBLE, group_length, meta_body, *(encoded[tag] for tag in sorted(encoded)), pixel_header, data, padding])

@@ -1,11 +1,14 @@
-"""File meta information for DICOM objects medcam writes itself (Explicit VR Little Endian)."""
+"""File meta information, and element headers, for DICOM objects medcam writes itself (Explicit VR
+Little Endian)."""
 
 from __future__ import annotations
+
+import struct
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
-__all__ = ["file_meta", "set_file_meta"]
+__all__ = ["file_meta", "set_file_meta", "long_element_header"]
 
 
 def file_meta(sop_class_uid: str, sop_instance_uid: str) -> FileMetaDataset:
@@ -21,3 +24,11 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str) -> FileMetaDataset:
 def set_file_meta(ds: Dataset) -> None:
     """Give ``ds`` a Part 10 file meta header matching its SOP Class and Instance UIDs."""
     ds.file_meta = file_meta(ds.SOPClassUID, ds.SOPInstanceUID)
+
+
+def long_element_header(tag: int, vr: str, length: int) -> bytes:
+    """The Explicit VR Little Endian header of an element whose VR has a 4-byte length field
+    (OB, OF, OW, ...): tag, VR, two reserved bytes, length. ``length`` must be even."""
+    if length % 2:
+        raise ValueError(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}): odd value length {length}")
+    return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr.encode("ascii"), 0, length)

@@ -75,3 +75,17 @@ def test_required_uids_are_checked():
         setattr(own, keyword, b"\0\0")
         with pytest.raises(ValueError, match="no element may follow it"):
             SeriesEncoder(_shared(None, "A")).write(io.BytesIO(), own, pixels)
+
+
+def test_long_element_header_is_pydicoms_and_refuses_odd_lengths():
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_data_element
+
+    from medcam.io.dicom_meta import long_element_header
+
+    written = DicomBytesIO()
+    written.is_little_endian, written.is_implicit_VR = True, False
+    write_data_element(written, pydicom.DataElement(0x7FE00008, "OF", b"\1\2\3\4"))
+    assert written.getvalue() == long_element_header(0x7FE00008, "OF", 4) + b"\1\2\3\4"
+    with pytest.raises(ValueError, match=r"\(7FE0,0010\): odd value length 45"):
+        long_element_header(0x7FE00010, "OB", 45)
