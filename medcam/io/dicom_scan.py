@@ -133,6 +133,7 @@ def scan_files(paths: Iterable[Path], *, keep_headers: bool = False) -> SeriesSc
 
     series = []
     for uid, members in groups.items():
+        members.sort(key=lambda member: member[0])  # by path
         first = members[0][1]
         number = getattr(first, "SeriesNumber", None)
         series.append(
@@ -141,9 +142,9 @@ def scan_files(paths: Iterable[Path], *, keep_headers: bool = False) -> SeriesSc
                 modality=str(getattr(first, "Modality", "") or "OT"),
                 number=int(number) if number not in (None, "") else None,
                 description=str(getattr(first, "SeriesDescription", "") or ""),
-                files=tuple(p for p, _ in sorted(members, key=lambda member: member[0])),
+                files=tuple(p for p, _ in members),
                 frames=sum(int(getattr(ds, "NumberOfFrames", 1) or 1) for _, ds in members),
-                headers=tuple(ds for _, ds in sorted(members, key=lambda member: member[0])) if keep_headers else None,
+                headers=tuple(ds for _, ds in members) if keep_headers else None,
             )
         )
     series.sort(key=lambda s: (s.number is None, s.number or 0, s.uid))
