@@ -116,7 +116,7 @@ def write_case_outputs(
     return_free_heap()  # before the writers' peak (and the fork): what reading and preprocessing left free
     secondary_capture = ForkedCall(
         write_secondary_capture, heatmap, series, out / f"{name}_sc", uids=uids, overwrite=overwrite,
-        description=f"medcam {result.method} overlay", nice=10,  # the Parametric Map here is the longer: it goes first
+        description=f"medcam {result.method} overlay", nice=10,  # the writers here go first when the CPUs are busy
     ) if "sc" in dicom_formats else None
     try:
         with ThreadPoolExecutor(max_workers=1) as background:
