@@ -14,6 +14,8 @@ EXAMPLES = """examples:
   medcam demo --out demo_out                     explain every bundled study with the bundled models
   medcam explain sample_data/ct_lesion_dicom --model sample_data/models/ct3d.pt --out out/ct
                                                  one study: NIfTI, Parametric Map, overlay series, PNG
+  medcam explain study/ --model my_bundle/ --method gradcam --out out/study
+                                                 the same with a MONAI Bundle (configs/, models/model.pt)
   medcam info sample_data/ct_lesion_dicom        series, geometry and orientation of a DICOM folder
   medcam info sample_data/ct_lesion.nii.gz       the same for a NIfTI file
   medcam evaluate --model sample_data/models/ct3d.pt --synthetic ct3d --n 100 --out eval_ct3d
@@ -131,25 +133,15 @@ def _train_manifest(args: argparse.Namespace, progress: bool, log):
     )
 
 
-def _explain_one(checkpoint, source: Path, out: Path, *, method: str, target, formats, threshold, series_uid,
-                 deterministic_uids: bool, overwrite: bool):
-    """Read, explain and export one study; returns (explanation, outputs)."""
+def _explain_one(model, study, out: Path, *, method: str, target, formats, threshold, layer=None, fc_layer=None,
+                 deterministic_uids: bool, overwrite: bool, allow_modality_mismatch: bool = False):
+    """Explain and export one study; returns (explanation, outputs)."""
     from medcam.explain import explain
-    from medcam.export.case import write_case_outputs
-    from medcam.io import read_dicom_series, read_nifti
-    from medcam.io.volume import is_nifti_path
 
-    series = None
-    if source.is_file() and is_nifti_path(source):
-        volume = read_nifti(source)
-    else:
-        series = read_dicom_series(source, series_uid)
-        volume = series.volume
-    explanation = explain(checkpoint, volume, method=method, target=target)
-    outputs = write_case_outputs(
-        explanation, out, source_path=source, series=series, checkpoint_sha256=checkpoint.sha256, formats=formats,
-        threshold=threshold, deterministic_uids=deterministic_uids, overwrite=overwrite, name=method.replace("+", "p"),
-    )
+    explanation = explain(model, study, method=method, target=target, layer=layer, fc_layer=fc_layer,
+                          allow_modality_mismatch=allow_modality_mismatch)
+    outputs = explanation.save(out, formats=formats, threshold=threshold, deterministic_uids=deterministic_uids,
+                               overwrite=overwrite)
     return explanation, outputs
 
 
@@ -163,14 +155,15 @@ def _parse_formats(text: str) -> tuple[str, ...]:
     return formats
 
 
-def _cohort(args: argparse.Namespace, checkpoint, cases, roots=()) -> int:
+def _cohort(args: argparse.Namespace, model, cases, roots=()) -> int:
     from medcam.cohort import run_cohort
 
     progress = not args.quiet and sys.stderr.isatty()
     log = (lambda _line: None) if args.quiet else print
     summary = run_cohort(
-        cases, checkpoint, args.out, method=args.method, formats=_parse_formats(args.formats), workers=args.workers,
+        cases, model, args.out, method=args.method, formats=_parse_formats(args.formats), workers=args.workers,
         force=args.force, deterministic_uids=args.deterministic_uids, input_roots=roots, progress=progress, log=log,
+        layer=args.layer, fc_layer=args.fc_layer, allow_modality_mismatch=args.allow_modality_mismatch,
     )
     print(summary)
     return 1 if summary.failed and not args.allow_failures else 0
@@ -179,33 +172,31 @@ def _cohort(args: argparse.Namespace, checkpoint, cases, roots=()) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from medcam.cam import CamMethod
     from medcam.cohort import cases_from_csv, find_cases
-    from medcam.models import load_checkpoint
+    from medcam.models import load_model
+    from medcam.study import read_study
 
     CamMethod.from_name(args.method)  # an unknown method fails before any work
     source = Path(args.input)
     if not source.exists():
         raise MedcamError(f"{source}: no such file or folder")
-    checkpoint = load_checkpoint(args.model, device=args.device)
+    model = load_model(args.model, device=args.device, class_names=args.classes)
     if source.is_file() and source.suffix.lower() == ".csv":
-        return _cohort(args, checkpoint, cases_from_csv(source))
-    series_uid = args.series
-    if source.is_dir() and not series_uid:
+        return _cohort(args, model, cases_from_csv(source))
+    study = read_study(source, series_uid=args.series)
+    if source.is_dir() and not args.series:
         cases = find_cases(source)
         if len(cases) > 1:
-            return _cohort(args, checkpoint, cases, roots=[source])
-        source, series_uid = cases[0].source, cases[0].series_uid or None
-    target = None
-    if args.target is not None:
-        names = list(checkpoint.class_names)
-        target = names.index(args.target) if args.target in names else int(args.target) if args.target.isdigit() else None
-        if target is None or not 0 <= target < len(names):
-            raise MedcamError(f"--class {args.target!r}: expected one of {names} or 0..{len(names) - 1}")
+            return _cohort(args, model, cases, roots=[source])
+        study = cases[0]
+    target = model.class_index(args.target) if args.target is not None else None
     explanation, outputs = _explain_one(
-        checkpoint, source, Path(args.out), method=args.method, target=target, formats=_parse_formats(args.formats),
-        threshold=args.threshold, series_uid=series_uid, deterministic_uids=args.deterministic_uids, overwrite=args.overwrite,
+        model, study, Path(args.out), method=args.method, target=target, formats=_parse_formats(args.formats),
+        threshold=args.threshold, layer=args.layer, fc_layer=args.fc_layer, deterministic_uids=args.deterministic_uids,
+        overwrite=args.overwrite, allow_modality_mismatch=args.allow_modality_mismatch,
     )
     peak = ", ".join(f"{v:.1f}" for v in explanation.peak_lps)
-    print(f"{args.input}: {explanation.target_name} (p={explanation.probability:.3f}), {args.method} peak at LPS ({peak}) mm")
+    print(f"{args.input}: {explanation.target_name} (p={explanation.probability:.3f}), {args.method} peak at LPS "
+          f"({peak}) mm (layer {explanation.layer!r})")
     for fmt, paths in outputs.paths.items():
         shown = str(paths[0].parent) + f"/ ({len(paths)} files)" if len(paths) > 2 else ", ".join(str(p) for p in paths)
         print(f"  {fmt:5s} {shown}")
@@ -225,11 +216,12 @@ def _demo(args: argparse.Namespace) -> int:
     import csv
     import time
 
-    from medcam.models import load_checkpoint
+    from medcam.models import load_model
+    from medcam.study import read_study
 
     root = _sample_root(args.data)
     models = {"CT": root / "models" / "ct3d.pt", "CR": root / "models" / "cr2d.pt"}
-    checkpoints = {modality: load_checkpoint(path) for modality, path in models.items()}
+    checkpoints = {modality: load_model(path) for modality, path in models.items()}
     with open(root / "labels.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     out = Path(args.out)
@@ -241,8 +233,8 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"{row['case']:18s} skipped: no bundled {row['modality']} model")
             continue
         explanation, outputs = _explain_one(
-            checkpoint, root / row["path"], out / row["case"], method="cam", target=None, formats=("nifti", "pm", "sc", "png"),
-            threshold=None, series_uid=None, deterministic_uids=True, overwrite=True,
+            checkpoint, read_study(root / row["path"], case_id=row["case"]), out / row["case"], method="cam", target=None,
+            formats=("nifti", "pm", "sc", "png"), threshold=None, deterministic_uids=True, overwrite=True,
         )
         truth = "lesion" if row["label"] == "1" else "none"
         peak = "(" + ", ".join(f"{v:.1f}" for v in explanation.peak_lps) + ")"
@@ -258,10 +250,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from medcam.cam import CamMethod
     from medcam.evaluation import evaluate, manifest_cases, synthetic_cases, write_report
-    from medcam.models import load_checkpoint
+    from medcam.models import load_model
 
     methods = [CamMethod.from_name(m.strip()).value for m in args.methods.split(",") if m.strip()]
-    checkpoint = load_checkpoint(args.model, device=args.device)
+    checkpoint = load_model(args.model, device=args.device, class_names=args.classes)
     if args.synthetic:
         cases = synthetic_cases(args.synthetic, args.n, args.seed)
         title = f"{Path(args.model).name} on {args.n} lesion-positive {args.synthetic} studies (seed {args.seed})"
@@ -269,8 +261,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         cases = itertools.islice(manifest_cases(args.manifest), args.n) if args.n else manifest_cases(args.manifest)
         title = f"{Path(args.model).name} on {args.manifest}"
     log = (lambda _line: None) if args.quiet else (lambda line: print(line, flush=True))
-    result = evaluate(checkpoint, cases, methods, tolerance_mm=args.tolerance_mm, steps=args.steps,
-                      randomisation_cases=args.randomisation_cases, progress=log)
+    target = checkpoint.class_index(args.target) if args.target is not None else len(checkpoint.class_names) - 1
+    result = evaluate(checkpoint, cases, methods, tolerance_mm=args.tolerance_mm, steps=args.steps, target=target,
+                      randomisation_cases=args.randomisation_cases, progress=log, layer=args.layer)
     paths = write_report(result, args.out, title=title, gate=args.gate)
     print(paths["summary_md"].read_text())
     print("written: " + ", ".join(str(p) for p in paths.values()))
@@ -298,7 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain_cmd = commands.add_parser("explain", help="predict, explain and export one study")
     explain_cmd.add_argument("input", help="a DICOM folder or file, a NIfTI file, a folder of studies, or a CSV (column image)")
-    explain_cmd.add_argument("--model", type=Path, required=True, help="a medcam checkpoint")
+    explain_cmd.add_argument("--model", type=Path, required=True,
+                             help="a medcam checkpoint (.pt), or a MONAI Bundle folder or zip (configs/inference.json, models/model.pt)")
+    explain_cmd.add_argument("--classes", nargs="+", help="class names in output order (default: the model's)")
+    explain_cmd.add_argument("--layer", help="target layer (default: the layer that feeds global average pooling)")
+    explain_cmd.add_argument("--fc-layer", help="cam: the linear layer after the pooling (default: found from the model)")
+    explain_cmd.add_argument("--allow-modality-mismatch", action="store_true",
+                             help="explain a study of another modality than the model was trained on")
     explain_cmd.add_argument("--out", type=Path, required=True, help="output folder (not inside the input)")
     explain_cmd.add_argument("--method", default="cam", help="cam, gradcam, gradcam++, xgradcam, layercam, hirescam, scorecam")
     explain_cmd.add_argument("--class", dest="target", help="class to explain (name or index; default: predicted)")
@@ -318,7 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     where = evaluate_cmd.add_mutually_exclusive_group(required=True)
     where.add_argument("--synthetic", choices=["ct3d", "cr2d"], help="lesion-positive synthetic studies of this task")
     where.add_argument("--manifest", type=Path, help="CSV with columns image and mask")
-    evaluate_cmd.add_argument("--model", type=Path, required=True)
+    evaluate_cmd.add_argument("--model", type=Path, required=True, help="a medcam checkpoint or a MONAI Bundle")
+    evaluate_cmd.add_argument("--classes", nargs="+", help="class names in output order (default: the model's)")
+    evaluate_cmd.add_argument("--class", dest="target", help="class whose maps are scored (default: the last, the lesion class)")
+    evaluate_cmd.add_argument("--layer", help="target layer (default: the layer that feeds global average pooling)")
     evaluate_cmd.add_argument("--out", type=Path, required=True, help="folder for the CSV, Markdown and PNG reports")
     evaluate_cmd.add_argument("--n", type=int, default=100, help="cases (synthetic: how many to draw)")
     evaluate_cmd.add_argument("--seed", type=int, default=4242, help="synthetic: a seed not used in training")

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from medcam.errors import MedcamError
-from medcam.export.case import DEFAULT_FORMATS, write_case_outputs
-from medcam.explain import explain
-from medcam.io import find_series, read_dicom_series, read_nifti
+from medcam.export.case import DEFAULT_FORMATS
+from medcam.explain import as_model, explain
 from medcam.io.volume import is_nifti_path
-from medcam.models.checkpoint import Checkpoint
+from medcam.models.explainable import ExplainableModel
+from medcam.study import Study, safe_case_id
 
-__all__ = ["Case", "MANIFEST_COLUMNS", "find_cases", "cases_from_csv", "run_cohort", "CohortSummary"]
+__all__ = ["MANIFEST_COLUMNS", "find_cases", "cases_from_csv", "run_cohort", "CohortSummary"]
 
 MANIFEST_COLUMNS = (
     "case_id", "source", "series_uid", "modality", "prediction", "probability", "peak_lps_mm",
@@ -29,25 +29,12 @@ MANIFEST_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class Case:
-    """One study: a NIfTI file, or one DICOM series (a folder and a SeriesInstanceUID)."""
-
-    case_id: str
-    source: Path
-    series_uid: str = ""
-
-
-def _safe_id(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("_") or "case"
-
-
-def find_cases(root: str | Path) -> list[Case]:
-    """Every NIfTI file and every DICOM image series below ``root``."""
+def find_cases(root: str | Path) -> list[Study]:
+    """Every NIfTI file and every DICOM image series below ``root``, as studies not yet read."""
     root = Path(root)
     if not root.is_dir():
         raise MedcamError(f"{root}: expected a folder of studies")
-    cases = [Case(_safe_id(str(p.relative_to(root))), p) for p in sorted(root.rglob("*")) if p.is_file() and is_nifti_path(p)]
+    cases = [Study(p, safe_case_id(str(p.relative_to(root)))) for p in sorted(root.rglob("*")) if p.is_file() and is_nifti_path(p)]
     dicom_files = [p for p in root.rglob("*") if p.is_file() and not is_nifti_path(p) and not p.name.startswith(".")]
     if dicom_files:
         from medcam.io.dicom_scan import scan_files
@@ -57,18 +44,19 @@ def find_cases(root: str | Path) -> list[Case]:
             folder = info.files[0].parent
             label = str(folder.relative_to(root)) if folder != root else root.name
             suffix = f"_s{info.number}" if sum(1 for s in scan.series if s.files[0].parent == folder) > 1 else ""
-            cases.append(Case(_safe_id(label + suffix), folder, info.uid))
+            cases.append(Study(folder, safe_case_id(label + suffix), info.uid))
         series_folders = {info.files[0].parent for info in scan.series}
         for bad in scan.unreadable:  # a damaged file in a series folder fails that series' case; alone, its own
             if bad.path.parent not in series_folders:
-                cases.append(Case(_safe_id(str(bad.path.relative_to(root))), bad.path))
+                cases.append(Study(bad.path, safe_case_id(str(bad.path.relative_to(root)))))
     if not cases:
         raise MedcamError(f"{root}: no NIfTI file or DICOM image series found")
     return sorted(cases, key=lambda c: c.case_id)
 
 
-def cases_from_csv(path: str | Path) -> list[Case]:
-    """Cases listed in a CSV with an ``image`` column (and optional ``case_id``, ``series_uid``)."""
+def cases_from_csv(path: str | Path) -> list[Study]:
+    """Cases listed in a CSV with an ``image`` column (and optional ``case_id``, ``series_uid``,
+    ``mask``), paths relative to the CSV."""
     path = Path(path)
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -78,7 +66,9 @@ def cases_from_csv(path: str | Path) -> list[Case]:
     for row in rows:
         source = Path(row["image"])
         source = source if source.is_absolute() else path.parent / source
-        cases.append(Case(_safe_id(row.get("case_id") or source.name), source, row.get("series_uid", "") or ""))
+        mask = Path(row["mask"]) if row.get("mask") else None
+        mask = mask if mask is None or mask.is_absolute() else path.parent / mask
+        cases.append(Study(source, safe_case_id(row.get("case_id") or source.name), row.get("series_uid") or None, mask))
     return cases
 
 
@@ -109,26 +99,17 @@ def _complete(row: dict[str, str] | None) -> bool:
     return bool(outputs) and all(p.exists() for p in outputs)
 
 
-def _explain_case(case: Case, checkpoint: Checkpoint, out_dir: Path, model_lock: threading.Lock, *, method: str,
-                  formats: Sequence[str], deterministic_uids: bool, overwrite: bool) -> dict[str, str]:
+def _explain_case(study: Study, model: ExplainableModel, out_dir: Path, model_lock: threading.Lock, *, method: str,
+                  formats: Sequence[str], deterministic_uids: bool, overwrite: bool, **options) -> dict[str, str]:
     start = time.perf_counter()
-    row = {"case_id": case.case_id, "source": str(case.source), "series_uid": case.series_uid}
+    row = {"case_id": study.case_id, "source": str(study.source), "series_uid": study.series_uid or ""}
     try:
-        series = None
-        if case.source.is_file() and is_nifti_path(case.source):
-            volume = read_nifti(case.source)
-            row["modality"] = "NIfTI"
-        else:
-            series = read_dicom_series(case.source, case.series_uid or None)
-            volume = series.volume
-            row["series_uid"], row["modality"] = series.series_uid, series.modality
-        with model_lock:  # one model, one case at a time on it; reading and writing run in parallel
-            explanation = explain(checkpoint, volume, method=method)
-        outputs = write_case_outputs(
-            explanation, out_dir / case.case_id, source_path=case.source, series=series,
-            checkpoint_sha256=checkpoint.sha256, formats=formats, deterministic_uids=deterministic_uids,
-            overwrite=overwrite, name=method.replace("+", "p"),
-        )
+        study.volume  # read here, outside the model lock: reading and writing run in parallel
+        row["series_uid"], row["modality"] = study.source_series_uid or "", study.modality or "NIfTI"
+        with model_lock:  # one model, one case at a time on it
+            explanation = explain(model, study, method=method, **options)
+        outputs = explanation.save(out_dir / study.case_id, formats=formats, deterministic_uids=deterministic_uids,
+                                   overwrite=overwrite)
         files = [p for paths in outputs.paths.values() for p in paths]
         row.update(
             prediction=explanation.target_name, probability=f"{explanation.probability:.4f}",
@@ -137,25 +118,33 @@ def _explain_case(case: Case, checkpoint: Checkpoint, out_dir: Path, model_lock:
         )
     except Exception as exc:  # noqa: BLE001 - one bad case must not stop a cohort
         row.update(status="failed", error=f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+    finally:
+        study.release()  # a cohort keeps its studies listed, not read
     row["seconds"] = f"{time.perf_counter() - start:.2f}"
     return {column: row.get(column, "") for column in MANIFEST_COLUMNS}
 
 
 def run_cohort(
-    cases: Sequence[Case],
-    checkpoint: Checkpoint,
+    cases: Sequence[Study],
+    model,
     out_dir: str | Path,
     *,
     method: str = "cam",
     formats: Sequence[str] = DEFAULT_FORMATS,
     workers: int = 2,
     force: bool = False,
-    deterministic_uids: bool = True,
+    deterministic_uids: bool = False,
     input_roots: Sequence[str | Path] = (),
     progress: bool = False,
     log: Callable[[str], None] = print,
+    layer: str | None = None,
+    fc_layer: str | None = None,
+    allow_modality_mismatch: bool = False,
 ) -> CohortSummary:
     """Explain every case into ``out_dir/<case_id>/`` and keep ``out_dir/manifest.csv`` up to date.
+
+    ``model`` is an :class:`~medcam.models.ExplainableModel` (or a Checkpoint or path);
+    ``layer``, ``fc_layer`` and ``allow_modality_mismatch`` are passed to :func:`medcam.explain`.
 
     Cases recorded as ``ok`` whose outputs all exist are skipped unless ``force``. The
     manifest is rewritten (atomically) after every case, so an interrupted run resumes.
@@ -165,7 +154,8 @@ def run_cohort(
 
     from medcam.export.outputs import atomic_output, check_output_dir
 
-    out = check_output_dir(out_dir, [*input_roots, *(case.source for case in cases if case.source.is_dir())])
+    model = as_model(model)
+    out = check_output_dir(out_dir, [*input_roots, *(case.source for case in cases if case.source is not None and case.source.is_dir())])
     manifest_path = out / "manifest.csv"
     rows = _read_manifest(manifest_path)
     todo = [case for case in cases if force or not _complete(rows.get(case.case_id))]
@@ -184,8 +174,9 @@ def run_cohort(
     bar = tqdm(total=len(todo), desc="explaining", disable=not progress, dynamic_ncols=True)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {
-            pool.submit(_explain_case, case, checkpoint, out, lock, method=method, formats=formats,
-                        deterministic_uids=deterministic_uids, overwrite=True): case
+            pool.submit(_explain_case, case, model, out, lock, method=method, formats=formats,
+                        deterministic_uids=deterministic_uids, overwrite=True, layer=layer, fc_layer=fc_layer,
+                        allow_modality_mismatch=allow_modality_mismatch): case
             for case in todo
         }
         for future in as_completed(futures):

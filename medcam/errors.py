@@ -30,5 +30,9 @@ class CheckpointError(MedcamError, ValueError):
     """A model checkpoint that is corrupt, foreign or inconsistent."""
 
 
+class ModalityError(MedcamError, ValueError):
+    """A study of another modality than the model was trained on."""
+
+
 class MedcamWarning(UserWarning):
     """Something medcam did to the data that the user should know about (e.g. resampling)."""

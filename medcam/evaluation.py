@@ -7,59 +7,40 @@ import csv
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from medcam.explain import explain
-from medcam.geometry import Volume
+from medcam.errors import MedcamError
+from medcam.explain import as_model, explain
 from medcam.metrics.faithfulness import deletion_insertion
 from medcam.metrics.localisation import localisation_scores
 from medcam.metrics.sanity import cascading_randomisation
-from medcam.models.checkpoint import Checkpoint
-from medcam.transforms import preprocess
+from medcam.study import Study
 
-__all__ = ["LabelledCase", "synthetic_cases", "manifest_cases", "evaluate", "bootstrap_ci", "write_report"]
-
-
-@dataclass(frozen=True, eq=False)
-class LabelledCase:
-    case_id: str
-    volume: Volume
-    mask: Volume
-    centres_ras: np.ndarray
+__all__ = ["synthetic_cases", "manifest_cases", "evaluate", "bootstrap_ci", "write_report"]
 
 
-def synthetic_cases(task_name: str, n: int, seed: int) -> Iterator[LabelledCase]:
+def synthetic_cases(task_name: str, n: int, seed: int) -> Iterator[Study]:
     """``n`` lesion-positive studies of a synthetic task drawn with ``seed``."""
     from medcam.data.tasks import get_task
 
     task = get_task(task_name)
     for index in range(n):
         study, _ = task.matched_pair(index, seed)
-        centres = np.array([lesion.center_ras for lesion in study.lesions])
-        yield LabelledCase(f"{task_name}-{seed}-{index}", study.volume, study.mask, centres)
+        yield study.to_study(f"{task_name}-{seed}-{index}")
 
 
-def manifest_cases(path: str | Path) -> Iterator[LabelledCase]:
+def manifest_cases(path: str | Path) -> Iterator[Study]:
     """Cases from a CSV with columns ``image`` and ``mask`` (paths relative to the CSV); lesion
     centres are the centroids of the mask's connected components."""
-    from scipy.ndimage import center_of_mass, label
+    from medcam.cohort import cases_from_csv
 
-    from medcam.io import read_volume
-
-    path = Path(path)
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for number, row in enumerate(rows, start=2):
-        image, mask_path = (Path(row[key]) for key in ("image", "mask"))
-        image = image if image.is_absolute() else path.parent / image
-        mask_path = mask_path if mask_path.is_absolute() else path.parent / mask_path
-        volume, mask = read_volume(image), read_volume(mask_path)
-        components, count = label(mask.array > 0)
-        centres = [mask.geometry.voxel_to_world(np.asarray(c)) for c in center_of_mass(mask.array > 0, components, range(1, count + 1))]
-        yield LabelledCase(row.get("case_id") or f"row{number}", volume, mask, np.array(centres))
+    for study in cases_from_csv(path):
+        if study.mask_source is None:
+            raise MedcamError(f"{path}: case {study.case_id} has no 'mask' (evaluation needs a lesion mask per case)")
+        yield study
 
 
 def bootstrap_ci(values: Sequence[float], *, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -100,8 +81,8 @@ class EvaluationResult:
 
 
 def evaluate(
-    checkpoint: Checkpoint,
-    cases: Iterator[LabelledCase],
+    model,
+    cases: Iterable[Study],
     methods: Sequence[str],
     *,
     tolerance_mm: float = 10.0,
@@ -109,26 +90,33 @@ def evaluate(
     baseline: str = "blur",
     randomisation_cases: int = 5,
     target: int = 1,
+    layer: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> EvaluationResult:
-    """Localisation and faithfulness of every method on every case, and the randomisation check on
-    the first ``randomisation_cases`` cases. Maps explain class ``target`` (the lesion class)."""
+    """Localisation and faithfulness of every method on every case (studies with a lesion mask),
+    and the randomisation check on the first ``randomisation_cases`` cases. Maps explain class
+    ``target`` (the lesion class) at ``layer`` (default: the model's)."""
+    model = as_model(model)
     result = EvaluationResult()
     for number, case in enumerate(cases):
         start = time.perf_counter()
-        model_input = preprocess(case.volume, checkpoint.preprocess_config)
+        if case.mask is None:
+            raise MedcamError(f"case {case.case_id}: no lesion mask; evaluation scores maps against one")
+        model_input = model.prepare(case.volume)
         for method in methods:
-            explanation = explain(checkpoint, case.volume, method=method, target=target, model_input=model_input)
-            scores = localisation_scores(explanation.heatmap, case.mask, case.centres_ras, tolerance_mm=tolerance_mm)
-            x = explanation.model_input.as_tensor()[None].to(next(checkpoint.model.parameters()).device)
-            curves = deletion_insertion(checkpoint.model, x, explanation.result.map[0], target, steps=steps, baseline=baseline)
+            explanation = explain(model, case, method=method, target=target, layer=layer, model_input=model_input)
+            scores = localisation_scores(explanation.heatmap, case.mask, case.lesion_centres_ras, tolerance_mm=tolerance_mm)
+            x = explanation.model_input.as_tensor()[None].to(model.device)
+            curves = deletion_insertion(model.module, x, explanation.result.map[0], target, steps=steps, baseline=baseline)
             result.rows.append({
                 "case_id": case.case_id, "method": method, "probability": round(explanation.probability, 5),
                 **{k: (int(v) if isinstance(v, bool) else round(float(v), 5)) for k, v in asdict(scores).items()},
                 "deletion_auc": round(curves.deletion_auc, 5), "insertion_auc": round(curves.insertion_auc, 5),
             })
             if number < randomisation_cases:
-                for step, item in enumerate(cascading_randomisation(checkpoint.model, x, target, method=method)):
+                fc_layer = model.gap_head(x).fc_layer if method == "cam" else None
+                steps_taken = cascading_randomisation(model.module, x, target, method=method, layer=explanation.layer, fc_layer=fc_layer)
+                for step, item in enumerate(steps_taken):
                     result.randomisation.append({"case_id": case.case_id, "method": method, "step": step, "layer": item.layer,
                                                  "spearman": item.spearman, "ssim": item.ssim})
         if progress is not None:

@@ -1,31 +1,71 @@
-"""Explain one study: preprocess, predict, compute a CAM, and put it back on the scanner grid."""
+"""Explain one study: preprocess, predict, compute a CAM, and put it back on the scanner grid.
+
+The one path every user of medcam takes (the CLI, the cohort runner, the evaluation, the notebook)::
+
+    model = load_model("sample_data/models/ct3d.pt")        # or a MONAI Bundle, or from_module(...)
+    explanation = explain(model, read_study("study/"), method="gradcam")
+    explanation.heatmap                                     # raw map on the source's own voxel grid
+    explanation.save("out/", formats=("nifti", "pm", "sc"))
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from medcam.backproject import to_source_grid
-from medcam.cam import CamResult, create_extractor
+from medcam.cam import CamMethod, CamResult, create_extractor
 from medcam.geometry import Volume, ras_to_lps
-from medcam.models.checkpoint import Checkpoint
-from medcam.transforms import preprocess
+from medcam.io.dicom import DicomSeries
+from medcam.models.explainable import ExplainableModel, from_checkpoint
+from medcam.study import Study, read_study
 
-__all__ = ["Explanation", "explain"]
+__all__ = ["Explanation", "explain", "as_model", "as_study"]
 
 
 @dataclass(frozen=True, eq=False)
 class Explanation:
-    """The prediction and map of one study; ``heatmap`` lies on the source's own voxel grid."""
+    """The prediction and map of one study; ``heatmap`` lies on the source's own voxel grid.
 
-    source: Volume
-    model_input: object  # MetaTensor (1, *model_spatial)
-    result: CamResult  # batch of one, on the model grid
+    Attributes
+    ----------
+    study : Study
+        What was explained (its volume, DICOM headers and mask).
+    model : ExplainableModel
+        Who explained it (``model.provenance``: format, name, file and SHA-256).
+    model_input : MetaTensor ``(C, *model spatial)``
+        The preprocessed input, with its model-grid affine.
+    result : CamResult
+        Batch of one, on the model grid.
+    heatmap : Volume
+        The raw map on the study's grid (not normalised: higher = more evidence for the target).
+    """
+
+    study: Study
+    model: ExplainableModel
+    model_input: object
+    result: CamResult
     heatmap: Volume
-    class_names: tuple[str, ...]
+
+    @property
+    def source(self) -> Volume:
+        return self.study.volume
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.model.class_names
+
+    @property
+    def method(self) -> str:
+        return self.result.method
+
+    @property
+    def layer(self) -> str:
+        return self.result.layer
 
     @property
     def target(self) -> int:
@@ -33,7 +73,7 @@ class Explanation:
 
     @property
     def target_name(self) -> str:
-        return self.class_names[self.target]
+        return self.model.class_name(self.target)
 
     @property
     def probability(self) -> float:
@@ -57,31 +97,123 @@ class Explanation:
         """Where the map peaks, in DICOM patient coordinates (mm)."""
         return ras_to_lps(self.peak_ras)
 
+    def save(self, out_dir: str | Path, *, formats: Sequence[str] | None = None, threshold: float | None = None,
+             deterministic_uids: bool = False, overwrite: bool = False, name: str | None = None):
+        """Write the outputs into ``out_dir`` (see :func:`medcam.export.case.write_case_outputs`).
+
+        ``formats`` from "nifti" (.nii.gz), "nii", "pm", "sc", "seg" (needs ``threshold``, raw map
+        units) and "png"; DICOM outputs need a DICOM study. Files are named after the method
+        (``gradcam.nii.gz``...) unless ``name``. Returns the paths written per format and notes.
+        """
+        from medcam.export.case import DEFAULT_FORMATS, write_case_outputs
+
+        return write_case_outputs(
+            self, out_dir, formats=DEFAULT_FORMATS if formats is None else tuple(formats), threshold=threshold,
+            deterministic_uids=deterministic_uids, overwrite=overwrite, name=name or output_name(self.method),
+        )
+
+
+def output_name(method: str) -> str:
+    """The file stem of a method's outputs: ``gradcam++`` -> ``gradcampp``."""
+    return method.replace("+", "p")
+
+
+def as_model(model) -> ExplainableModel:
+    """An :class:`ExplainableModel` of a model, a medcam Checkpoint, or a path (:func:`load_model`)."""
+    if isinstance(model, ExplainableModel):
+        return model
+    if isinstance(model, (str, Path)):
+        from medcam.models.explainable import load_model
+
+        return load_model(model)
+    from medcam.models.checkpoint import Checkpoint
+
+    if isinstance(model, Checkpoint):
+        return from_checkpoint(model)
+    raise TypeError(
+        f"explain() takes an ExplainableModel (medcam.load_model, medcam.from_module), a Checkpoint or a path, "
+        f"found {type(model).__name__}; wrap an nn.Module with medcam.from_module(module, transform, class_names)"
+    )
+
+
+def as_study(study) -> Study:
+    """A :class:`Study` of a Study, a path, a DicomSeries or a Volume."""
+    if isinstance(study, Study):
+        return study
+    if isinstance(study, (str, Path)):
+        return read_study(study)
+    if isinstance(study, DicomSeries):
+        return Study.from_series(study)
+    if isinstance(study, Volume):
+        return Study.from_volume(study)
+    raise TypeError(f"explain() takes a Study, a path, a DicomSeries or a Volume, found {type(study).__name__}")
+
 
 def explain(
-    checkpoint: Checkpoint,
-    source: Volume | str | Path,
+    model,
+    study,
     *,
     method: str = "cam",
-    target: int | None = None,
+    target: int | str | None = None,
     layer: str | None = None,
+    fc_layer: str | None = None,
     model_input=None,
+    allow_modality_mismatch: bool = False,
 ) -> Explanation:
-    """Predict and explain one study with ``checkpoint``'s model and preprocessing.
+    """Predict and explain one study with ``model``'s network and preprocessing.
 
-    ``target`` None explains the predicted class. The map is raw (not normalised).
-    ``model_input`` may pass ``preprocess(source, checkpoint.preprocess_config)`` computed once
-    when the same study is explained by several methods.
+    Parameters
+    ----------
+    model : ExplainableModel, Checkpoint or path
+        :func:`medcam.load_model` (medcam checkpoint, MONAI Bundle) or :func:`medcam.from_module`.
+    study : Study, path, DicomSeries or Volume
+    method : str
+        "cam" (exact, for a global-average-pooling + linear head), "gradcam", "gradcam++",
+        "xgradcam", "layercam", "hirescam" or "scorecam".
+    target : int or str, optional
+        Class to explain (index or name); None explains the predicted class.
+    layer, fc_layer : str, optional
+        Target layer (and CAM's linear layer); default: the model's, or the layer that feeds its
+        global average pooling, found from the model.
+    model_input : MetaTensor, optional
+        ``model.prepare(study.volume)`` computed once when one study is explained several times.
+    allow_modality_mismatch : bool
+        Explain a study of another modality than the model records.
+
+    Raises
+    ------
+    ModalityError
+        The study's modality differs from the model's (unless ``allow_modality_mismatch``).
+    CamError
+        Unknown method, layer or class; ``cam`` on a model without a GAP + linear head.
     """
-    if not isinstance(source, Volume):
-        from medcam.io import read_volume
-
-        source = read_volume(source)
+    model, study = as_model(model), as_study(study)
+    method = CamMethod.from_name(method).value
+    if not allow_modality_mismatch:
+        model.check_modality(study.modality, str(study.source or study.case_id))
     if model_input is None:
-        model_input = preprocess(source, checkpoint.preprocess_config)
-    device = next(checkpoint.model.parameters()).device
-    x = model_input.as_tensor().unsqueeze(0).to(device)
-    with create_extractor(method, checkpoint.model, layer) as extractor:
-        result = extractor(x, target=target)
-    heatmap = to_source_grid(result.map[0], model_input, source.geometry)
-    return Explanation(source, model_input, result, heatmap, checkpoint.class_names)
+        model_input = model.prepare(study.volume)
+    x = model_input.as_tensor().unsqueeze(0).to(model.device)
+    target_index = model.class_index(target) if isinstance(target, str) else target
+    layer, fc_layer = _layers(model, x, method, layer, fc_layer)
+    with create_extractor(method, model.module, layer, fc_layer=fc_layer) as extractor:
+        result = extractor(x, target=target_index)
+    heatmap = to_source_grid(result.map[0], model_input, study.volume.geometry)
+    return Explanation(study, model, model_input, result, heatmap)
+
+
+def _layers(model: ExplainableModel, x: torch.Tensor, method: str, layer: str | None, fc_layer: str | None):
+    """The target layer (and CAM's linear layer): as asked, else the model's, else its GAP head's."""
+    layer = layer or model.layer
+    fc_layer = fc_layer or model.fc_layer
+    if method == "cam" and (layer is None or fc_layer is None):
+        head = model.gap_head(x)
+        return layer or head.feature_layer, fc_layer or head.fc_layer
+    if layer is None:
+        from medcam.cam import CamError
+
+        try:
+            layer = model.gap_head(x).feature_layer
+        except CamError as exc:
+            raise CamError(f"{model.provenance.name}: no default layer for {method} ({exc}); name one with layer=... (--layer)") from exc
+    return layer, fc_layer

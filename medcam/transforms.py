@@ -20,7 +20,7 @@ import numpy as np
 from medcam.errors import CheckpointError, GeometryError
 from medcam.geometry import ImageGeometry, Volume
 
-__all__ = ["PreprocessConfig", "build_transform", "to_meta_tensor", "preprocess", "model_geometry"]
+__all__ = ["PreprocessConfig", "build_transform", "to_meta_tensor", "preprocess", "run_transform", "model_geometry"]
 
 _INTENSITY_MODES = ("window", "robust_zscore", "percentile")
 _SIZE_MODES = ("pad_crop", "resize")
@@ -188,14 +188,18 @@ def preprocess(source: Volume | str | Path, config: PreprocessConfig, *, transfo
 
         source = read_volume(source)
     transform = transform or build_transform(config)
-    from monai.transforms import apply_transform
+    return run_transform(transform, {"image": to_meta_tensor(source, config.spatial_dims)})["image"]
 
-    data = {"image": to_meta_tensor(source, config.spatial_dims)}
-    # a Compose step by step rather than transform(data): each full-resolution intermediate is
-    # released as soon as the next step has made its own (a Compose call keeps its input alive)
-    for step in getattr(transform, "transforms", None) or [transform]:
+
+def run_transform(transform, data):
+    """``transform(data)``, a ``Compose`` step by step: each full-resolution intermediate is
+    released as soon as the next step has made its own (a Compose call keeps its input alive)."""
+    from monai.transforms import Compose, apply_transform
+
+    steps = transform.transforms if isinstance(transform, Compose) and not getattr(transform, "lazy", False) else [transform]
+    for step in steps:
         data = apply_transform(step, data)
-    return data["image"]
+    return data
 
 
 def model_geometry(tensor) -> ImageGeometry:

@@ -118,7 +118,7 @@ def test_explain_user_errors(tmp_path, capsys):
     assert main(["explain", source, "--model", model, "--out", str(tmp_path), "--formats", "nifti,jpeg"]) == 2
     assert "--formats: unknown ['jpeg']" in capsys.readouterr().err
     assert main(["explain", source, "--model", model, "--out", str(tmp_path), "--class", "tumour"]) == 2
-    assert "--class 'tumour'" in capsys.readouterr().err
+    assert "class 'tumour': expected one of ['no lesion', 'lesion']" in capsys.readouterr().err
     assert main(["explain", source, "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
     assert "no such checkpoint file" in capsys.readouterr().err
     assert main(["explain", str(SAMPLE / "cr_chest.dcm"), "--model", model, "--out", str(tmp_path)]) == 2

@@ -6,6 +6,7 @@
 
 from medcam.cam.base import CamError, CamExtractor, CamResult
 from medcam.cam.cam import CAM
+from medcam.cam.head import GapHead, check_exact, find_gap_head
 from medcam.cam.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from medcam.cam.normalize import normalize
 from medcam.cam.registry import METHODS, CamMethod, create_extractor, default_layer
@@ -18,13 +19,16 @@ __all__ = [
     "CamExtractor",
     "CamMethod",
     "CamResult",
+    "GapHead",
     "GradCAM",
     "GradCAMPlusPlus",
     "HiResCAM",
     "LayerCAM",
     "ScoreCAM",
     "XGradCAM",
+    "check_exact",
     "create_extractor",
+    "find_gap_head",
     "default_layer",
     "normalize",
 ]

@@ -4,6 +4,7 @@ context manager that hooks one layer and restores the model exactly as it found 
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -51,12 +52,16 @@ class CamResult:
 
 
 def resolve_layer(model: nn.Module, name: str) -> nn.Module:
-    """The sub-module called ``name`` (as in ``model.named_modules()``), or a CamError listing them."""
+    """The sub-module called ``name`` (as in ``model.named_modules()``), or a CamError naming the
+    closest names."""
     modules = dict(model.named_modules())
     if name in modules and name != "":
         return modules[name]
     names = [n for n in modules if n]
-    raise CamError(f"layer {name!r} not found in {type(model).__name__}; valid layers: {', '.join(names)}")
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    hint = (f"did you mean {', '.join(repr(c) for c in close)}?" if close
+            else f"it has {len(names)} named layers, the last ones {', '.join(names[-5:])}")
+    raise CamError(f"layer {name!r} not found in {type(model).__name__}; {hint}")
 
 
 def resolve_targets(target: int | Sequence[int] | torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
@@ -134,7 +139,8 @@ class CamExtractor:
     """Base of every method: a context manager around one model and one target layer.
 
     Entering registers a forward hook on the layer; leaving removes it, even after an
-    exception. Each call puts the model in eval mode and, for gradient methods, turns off
+    exception. A layer that runs more than once in a forward pass (an activation module shared by
+    the stem and the head, as in EfficientNet) is taken at its last call, the one nearest the head. Each call puts the model in eval mode and, for gradient methods, turns off
     parameter gradients, and restores both afterwards. Nothing global is changed.
 
     Subclasses implement :meth:`_compute` (activation, logits, targets -> feature-level map).
@@ -177,7 +183,6 @@ class CamExtractor:
             return None  # e.g. Score-CAM's masked forward passes: leave the output alone
         if not isinstance(output, torch.Tensor):
             raise CamError(f"layer {self.layer_name!r} returns {type(output).__name__}, expected a tensor")
-        self._capturing = False
         # Keep our own copy: a later in-place op (ReLU(inplace=True)) must not change it. For
         # gradient methods it is a leaf, so the backward pass stops here (no graph upstream, no
         # parameter gradients), and the network continues on a clone of it.

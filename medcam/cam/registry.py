@@ -48,10 +48,17 @@ def default_layer(model: nn.Module) -> str:
     """``"features"`` for models that have it (GapClassifier); otherwise the caller must name one."""
     if "features" in dict(model.named_modules()):
         return "features"
-    raise CamError(f"{type(model).__name__} has no 'features' layer: name the target layer explicitly")
+    raise CamError(
+        f"{type(model).__name__} has no 'features' layer: name the target layer, or find the layer that feeds "
+        "global average pooling with medcam.cam.find_gap_head(model, x)"
+    )
 
 
-def create_extractor(method: "str | CamMethod", model: nn.Module, layer: str | None = None, **options) -> CamExtractor:
-    """An extractor for ``method`` on ``model`` (use it as a context manager)."""
+def create_extractor(method: "str | CamMethod", model: nn.Module, layer: str | None = None, *,
+                     fc_layer: str | None = None, **options) -> CamExtractor:
+    """An extractor for ``method`` on ``model`` (use it as a context manager). ``fc_layer``
+    names CAM's linear layer (default ``"classifier"``); the other methods need none."""
     cls = METHODS[CamMethod.from_name(method)]
+    if cls is CAM and fc_layer is not None:
+        options["fc"] = fc_layer
     return cls(model, layer or default_layer(model), **options)

@@ -139,6 +139,13 @@ class SyntheticStudy:
     def modality(self) -> str:
         return self.scene.modality
 
+    def to_study(self, case_id: str):
+        """This study as a :class:`medcam.Study` with its mask and its lesions' true centres."""
+        from medcam.study import Study
+
+        centres = np.array([lesion.center_ras for lesion in self.lesions]).reshape(-1, 3)
+        return Study.from_volume(self.volume, case_id=case_id, mask=self.mask, lesion_centres_ras=centres)
+
     @property
     def has_lesion(self) -> bool:
         return bool(self.mask.array.any())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,6 @@ from medcam.export.secondary_capture import write_secondary_capture
 from medcam.export.seg import write_segmentation
 from medcam.gc_pause import pauses_gc
 from medcam.heap import return_free_heap
-from medcam.io.dicom import DicomSeries
 
 __all__ = ["FORMATS", "CaseOutputs", "write_case_outputs"]
 
@@ -57,20 +57,21 @@ def write_case_outputs(
     explanation: Explanation,
     out_dir: str | Path,
     *,
-    source_path: str | Path,
-    series: DicomSeries | None = None,
-    checkpoint_sha256: str | None = None,
     formats: Sequence[str] = DEFAULT_FORMATS,
     threshold: float | None = None,
     deterministic_uids: bool = False,
     overwrite: bool = False,
     name: str = "cam",
+    colormap: str = "jet",
+    opacity: float = 0.5,
 ) -> CaseOutputs:
-    """Write the asked-for ``formats`` of ``explanation`` into ``out_dir``.
+    """Write the asked-for ``formats`` of ``explanation`` into ``out_dir`` (``Explanation.save``).
 
-    ``series`` (the DICOM source read with :func:`read_dicom_series`) is needed for the DICOM
-    outputs. ``threshold`` (raw map units) is needed for ``seg``. With ``deterministic_uids``
-    the same source, model, method and target give the same UIDs (and identical pixel data).
+    The DICOM outputs need a DICOM study (its headers, ``explanation.study.series``).
+    ``threshold`` (raw map units) is needed for ``seg``; ``colormap`` and ``opacity`` shape the
+    Secondary Capture overlay. With ``deterministic_uids`` each DICOM object's UIDs are a function
+    of everything that shapes it (:func:`request_seed`): the same request gives the same UIDs
+    (and identical files), any change gives new ones.
     """
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
@@ -79,23 +80,29 @@ def write_case_outputs(
         raise ExportError("the 'seg' output needs a threshold (in raw map units)")
     if "nifti" in formats and "nii" in formats:
         raise ExportError("choose one NIfTI output: 'nifti' (.nii.gz) or 'nii' (uncompressed .nii)")
-    out = check_output_dir(out_dir, [source_path])
+    study = explanation.study
+    series = study.series
+    source_path = study.source if study.source is not None else study.case_id
+    out = check_output_dir(out_dir, [study.source] if study.source is not None else [])
     result = explanation.result
+    provenance = explanation.model.provenance
     sidecar: dict[str, Any] = {
         "method": result.method, "layer": result.layer, "target_class": explanation.target,
         "target_name": explanation.target_name, "score": explanation.score, "probability": explanation.probability,
         "map_units": "raw (not normalised; higher = more evidence for the target class)",
         "map_range": [float(explanation.heatmap.array.min()), float(explanation.heatmap.array.max())],
         "peak_voxel_ijk": list(explanation.peak_index), "peak_lps_mm": [round(float(v), 3) for v in explanation.peak_lps],
-        "model_checkpoint_sha256": checkpoint_sha256, "source": str(source_path),
+        "model": provenance.to_dict(), "model_sha256": provenance.sha256, "source": str(source_path),
         "source_series_uid": series.series_uid if series is not None else None,
         "threshold": threshold, "versions": _versions(),
     }
-    seed = None
-    if deterministic_uids:
-        key = f"{sidecar['source_series_uid'] or source_path}|{checkpoint_sha256}|{result.method}|{result.layer}|{explanation.target}"
-        seed = hashlib.sha256(key.encode()).hexdigest()
-    uids = UidFactory(seed)
+    request = {
+        "source": sidecar["source_series_uid"] or str(source_path), "model": explanation.model.weights_sha256() if deterministic_uids else None,
+        "method": result.method, "layer": result.layer, "target": explanation.target, "medcam": __version__,
+    }
+    pm_uids = _uid_factory(deterministic_uids, request, "pm")
+    seg_uids = _uid_factory(deterministic_uids, request, "seg", threshold=threshold)
+    sc_uids = _uid_factory(deterministic_uids, request, "sc", colormap=colormap, opacity=opacity)
     outputs = CaseOutputs()
     heatmap = explanation.heatmap
 
@@ -115,8 +122,8 @@ def write_case_outputs(
     written: dict[str, Any] = {}
     return_free_heap()  # before the writers' peak (and the fork): what reading and preprocessing left free
     secondary_capture = ForkedCall(
-        write_secondary_capture, heatmap, series, out / f"{name}_sc", uids=uids, overwrite=overwrite,
-        description=f"medcam {result.method} overlay", nice=10,  # the writers here go first when the CPUs are busy
+        write_secondary_capture, heatmap, series, out / f"{name}_sc", uids=sc_uids, overwrite=overwrite,
+        description=f"medcam {result.method} overlay", colormap=colormap, opacity=opacity, nice=10,  # the writers here go first when the CPUs are busy
     ) if "sc" in dicom_formats else None
     try:
         with ThreadPoolExecutor(max_workers=1) as background:
@@ -126,11 +133,11 @@ def write_case_outputs(
             for fmt in dicom_formats:
                 if fmt == "pm":
                     written["pm"] = _attempt(lambda: [write_parametric_map(
-                        heatmap, series, out / f"{name}_pm.dcm", uids=uids, overwrite=overwrite,
+                        heatmap, series, out / f"{name}_pm.dcm", uids=pm_uids, overwrite=overwrite,
                         label=result.method, description=f"medcam {result.method} map (raw)")])
                 elif fmt == "seg":
                     written["seg"] = _attempt(lambda: [write_segmentation(
-                        heatmap, series, out / f"{name}_seg.dcm", threshold=float(threshold), uids=uids,
+                        heatmap, series, out / f"{name}_seg.dcm", threshold=float(threshold), uids=seg_uids,
                         method=result.method, overwrite=overwrite)])
             if secondary_capture is not None:
                 written["sc"] = _attempt(secondary_capture.result)
@@ -150,6 +157,18 @@ def write_case_outputs(
         title = f"{result.method}: {explanation.target_name} p={explanation.probability:.3f}"
         outputs.paths["png"] = [write_figure(explanation.source, heatmap, out / f"{name}.png", window=window, title=title, overwrite=overwrite)]
     return outputs
+
+
+def request_seed(request: dict[str, Any], kind: str, **extra: Any) -> str:
+    """The seed of one DICOM object's UIDs: the request (source series, model SHA-256, method,
+    layer, target, medcam version), the object's kind and what only it depends on (the SEG's
+    threshold, the overlay's colour map and opacity)."""
+    key = json.dumps({**request, "object": kind, **extra}, sort_keys=True, default=str)
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _uid_factory(deterministic: bool, request: dict[str, Any], kind: str, **extra: Any) -> UidFactory:
+    return UidFactory(request_seed(request, kind, **extra) if deterministic else None)
 
 
 def _attempt(write: Callable[[], list[Path]]) -> list[Path] | ExportError:

@@ -54,13 +54,14 @@ def _parameter_layers(model: nn.Module) -> list[str]:
 
 
 def cascading_randomisation(
-    model: nn.Module, x: torch.Tensor, target: int, *, method: str = "cam", layer: str | None = None, seed: int = 0
+    model: nn.Module, x: torch.Tensor, target: int, *, method: str = "cam", layer: str | None = None,
+    fc_layer: str | None = None, seed: int = 0
 ) -> list[RandomisationStep]:
     """Similarity of the map to the original after each cumulative re-initialisation, top down.
 
     The caller's model is never modified: the randomisation happens on a deep copy.
     """
-    with create_extractor(method, model, layer) as extractor:
+    with create_extractor(method, model, layer, fc_layer=fc_layer) as extractor:
         original = extractor(x, target=target).map[0].cpu().numpy().ravel()
     randomised = copy.deepcopy(model)
     modules = dict(randomised.named_modules())
@@ -75,7 +76,7 @@ def cascading_randomisation(
                     parameter.copy_(torch.empty_like(parameter).uniform_(-bound, bound, generator=generator))
                 else:
                     parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1 + (1.0 if "weight" in name else 0.0))
-        with create_extractor(method, randomised, layer) as extractor:
+        with create_extractor(method, randomised, layer, fc_layer=fc_layer) as extractor:
             current = extractor(x, target=target).map[0].cpu().numpy().ravel()
         rho = spearmanr(original, current).statistic
         steps.append(RandomisationStep(name, float(0.0 if np.isnan(rho) else rho), ssim_global(original, current)))

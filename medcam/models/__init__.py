@@ -1,6 +1,18 @@
-"""GAP lesion classifiers and their checkpoints."""
+"""Models medcam explains: its own GAP classifiers and checkpoints, MONAI Bundles, any nn.Module."""
 
 from medcam.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from medcam.models.explainable import ExplainableModel, ModelProvenance, from_checkpoint, from_module, load_model
 from medcam.models.gap_classifier import ClassifierConfig, GapClassifier
 
-__all__ = ["Checkpoint", "ClassifierConfig", "GapClassifier", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "Checkpoint",
+    "ClassifierConfig",
+    "ExplainableModel",
+    "GapClassifier",
+    "ModelProvenance",
+    "from_checkpoint",
+    "from_module",
+    "load_checkpoint",
+    "load_model",
+    "save_checkpoint",
+]

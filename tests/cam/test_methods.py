@@ -201,8 +201,10 @@ def test_no_global_state_changed(gap_model):
 def test_errors_list_the_valid_names(gap_model):
     with pytest.raises(CamError, match=r"unknown CAM method 'gradcam\+\+\+'; valid methods: cam, gradcam, gradcam\+\+"):
         create_extractor("gradcam+++", gap_model)
-    with pytest.raises(CamError, match=r"layer 'features.99' not found in GapClassifier; valid layers: features, features.0"):
+    with pytest.raises(CamError, match=r"layer 'features.99' not found in GapClassifier; did you mean 'features.9'"):
         GradCAM(gap_model, "features.99")
+    with pytest.raises(CamError, match=r"layer 'zzz' not found in GapClassifier; it has \d+ named layers, the last ones .*classifier"):
+        GradCAM(gap_model, "zzz")
     with pytest.raises(CamError, match=r"target classes \[5\] outside 0..2"):
         with GradCAM(gap_model, "features") as extractor:
             extractor(_input(gap_model, batch=1), target=5)

@@ -12,7 +12,6 @@ import pytest
 from medcam.data import axial_geometry, ct_abdomen_scene, make_study, write_dicom_series
 from medcam.errors import ExportError
 from medcam.explain import explain
-from medcam.export.case import write_case_outputs
 from medcam.export.nifti import write_heatmap_nifti
 from medcam.export.outputs import UidFactory, atomic_output, check_output_dir
 from medcam.export.parametric_map import write_parametric_map
@@ -212,12 +211,10 @@ def test_case_outputs_end_to_end_deterministic_and_input_untouched(tmp_path, ct_
     write_dicom_series(ct_study.volume, tmp_path / "in" / "ct")
     before = tree_hash(tmp_path / "in")
     series = read_dicom_series(tmp_path / "in" / "ct")
-    explanation = explain(tiny_checkpoint, series.volume, method="gradcam", target=1)
+    explanation = explain(tiny_checkpoint, series, method="gradcam", target=1)
     runs = []
     for name in ("a", "b"):
-        outputs = write_case_outputs(
-            explanation, tmp_path / name, source_path=tmp_path / "in" / "ct", series=series,
-            checkpoint_sha256=tiny_checkpoint.sha256, formats=("nifti", "pm", "sc", "seg", "png"),
+        outputs = explanation.save(tmp_path / name, formats=("nifti", "pm", "sc", "seg", "png"),
             threshold=float(explanation.heatmap.array.max()) / 2, deterministic_uids=True,
         )
         assert set(outputs.paths) == {"nifti", "pm", "sc", "seg", "png"} and outputs.notes == []
@@ -230,22 +227,21 @@ def test_case_outputs_end_to_end_deterministic_and_input_untouched(tmp_path, ct_
         assert a.get("PixelData") == b.get("PixelData") and a.get("FloatPixelData") == b.get("FloatPixelData")
         assert dciodvfy(runs[0].paths[fmt][0]) == []
     sidecar = json.loads(runs[0].paths["nifti"][1].read_text())
-    assert sidecar["method"] == "gradcam" and sidecar["model_checkpoint_sha256"] == tiny_checkpoint.sha256
+    assert sidecar["method"] == "gradcam" and sidecar["model_sha256"] == tiny_checkpoint.sha256 and sidecar["model"]["format"] == "medcam-checkpoint"
     assert sidecar["source_series_uid"] == series.series_uid and "torch" in sidecar["versions"]
     assert tree_hash(tmp_path / "in") == before
-    fresh = write_case_outputs(explanation, tmp_path / "c", source_path=tmp_path / "in" / "ct", series=series, formats=("pm",))
+    fresh = explanation.save(tmp_path / "c", formats=("pm",))
     assert pydicom.dcmread(fresh.paths["pm"][0]).SOPInstanceUID != pydicom.dcmread(runs[0].paths["pm"][0]).SOPInstanceUID
     with pytest.raises(ExportError, match="lies inside the input folder"):
-        write_case_outputs(explanation, tmp_path / "in" / "ct" / "out", source_path=tmp_path / "in" / "ct", series=series)
+        explanation.save(tmp_path / "in" / "ct" / "out")
 
 
 def test_nifti_source_gets_nifti_and_png_only(tmp_path, ct_study, tiny_checkpoint):
     from medcam.io import write_nifti
 
     source = write_nifti(ct_study.volume, tmp_path / "ct.nii.gz")
-    volume = read_nifti(source)
-    explanation = explain(tiny_checkpoint, volume)
-    outputs = write_case_outputs(explanation, tmp_path / "out", source_path=source, formats=("nifti", "pm", "png"))
+    explanation = explain(tiny_checkpoint, source)
+    outputs = explanation.save(tmp_path / "out", formats=("nifti", "pm", "png"))
     assert set(outputs.paths) == {"nifti", "png"} and outputs.notes == ["pm: skipped, the source is not DICOM"]
     written = nib.load(str(outputs.paths["nifti"][0]))
     original = nib.load(str(source))
@@ -256,10 +252,10 @@ def test_nifti_source_gets_nifti_and_png_only(tmp_path, ct_study, tiny_checkpoin
 def test_existing_nifti_is_refused_before_any_dicom_output_is_written(tmp_path, ct_study, tiny_checkpoint):
     write_dicom_series(ct_study.volume, tmp_path / "in" / "ct")
     series = read_dicom_series(tmp_path / "in" / "ct")
-    explanation = explain(tiny_checkpoint, series.volume)
-    write_case_outputs(explanation, tmp_path / "out", source_path=tmp_path / "in" / "ct", series=series, formats=("nifti",))
+    explanation = explain(tiny_checkpoint, series)
+    explanation.save(tmp_path / "out", formats=("nifti",))
     with pytest.raises(ExportError, match="cam.nii.gz: already exists"):
-        write_case_outputs(explanation, tmp_path / "out", source_path=tmp_path / "in" / "ct", series=series, formats=("nifti", "pm", "sc"))
+        explanation.save(tmp_path / "out", formats=("nifti", "pm", "sc"))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cam.json", "cam.nii.gz"]
 
 
@@ -277,13 +273,13 @@ def test_uncompressed_nifti_output(tmp_path, ct_study, tiny_checkpoint):
     from medcam.io import write_nifti
 
     source = write_nifti(ct_study.volume, tmp_path / "ct.nii.gz")
-    explanation = explain(tiny_checkpoint, read_nifti(source))
-    outputs = write_case_outputs(explanation, tmp_path / "out", source_path=source, formats=("nii",))
+    explanation = explain(tiny_checkpoint, source)
+    outputs = explanation.save(tmp_path / "out", formats=("nii",))
     path = outputs.paths["nifti"][0]
     assert path.name == "cam.nii" and path.read_bytes()[344:348] == b"n+1\x00"
     assert np.array_equal(read_nifti(path).array, explanation.heatmap.array)
     with pytest.raises(ExportError, match="choose one NIfTI output"):
-        write_case_outputs(explanation, tmp_path / "both", source_path=source, formats=("nifti", "nii"))
+        explanation.save(tmp_path / "both", formats=("nifti", "nii"))
 
 
 def test_outputs_a_resampled_series_cannot_hold_are_skipped_with_notes_in_format_order(tmp_path, ct_study, tiny_checkpoint):
@@ -297,9 +293,8 @@ def test_outputs_a_resampled_series_cannot_hold_are_skipped_with_notes_in_format
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MedcamWarning)
         series = read_dicom_series(tmp_path / "gap", allow_irregular=True)
-    explanation = explain(tiny_checkpoint, series.volume)
-    outputs = write_case_outputs(explanation, tmp_path / "out", source_path=tmp_path / "gap", series=series,
-                                 formats=("nifti", "pm", "sc"))
+    explanation = explain(tiny_checkpoint, series)
+    outputs = explanation.save(tmp_path / "out", formats=("nifti", "pm", "sc"))
     assert set(outputs.paths) == {"nifti"}
     assert [note.split(":")[0] for note in outputs.notes] == ["pm", "sc"]
     assert all("resampled" in note for note in outputs.notes)
@@ -347,15 +342,14 @@ def test_a_failing_writer_does_not_leave_the_forked_one_running(tmp_path, ct_stu
 
     write_dicom_series(ct_study.volume, tmp_path / "in" / "ct")
     series = read_dicom_series(tmp_path / "in" / "ct")
-    explanation = explain(tiny_checkpoint, series.volume)
+    explanation = explain(tiny_checkpoint, series)
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug in a writer")
 
     monkeypatch.setattr(case_module, "write_parametric_map", broken)
     with pytest.raises(RuntimeError, match="a bug in a writer"):
-        write_case_outputs(explanation, tmp_path / "out", source_path=tmp_path / "in" / "ct", series=series,
-                           formats=("pm", "sc"))
+        explanation.save(tmp_path / "out", formats=("pm", "sc"))
     written = sorted((tmp_path / "out" / "cam_sc").iterdir())
     assert len(written) == series.volume.shape[2] and all(p.suffix == ".dcm" for p in written)  # complete, no temporaries
 
