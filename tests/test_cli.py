@@ -56,6 +56,16 @@ def test_info_lists_several_series_and_tilt(tmp_path, capsys):
     assert "skipped readme.txt: not a DICOM file" in out
 
 
+def test_a_study_of_another_modality_is_refused_unless_allowed(tmp_path, capsys):
+    args = ["explain", str(SAMPLE / "mr_oblique_dicom"), "--model", str(SAMPLE / "models" / "ct3d.pt"), "--formats", "nifti"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "the study is MR but the model ct3d.pt was trained on CT" in err and "--allow-modality-mismatch" in err
+    assert not (tmp_path / "a" / "cam.nii.gz").exists()
+    assert main([*args, "--out", str(tmp_path / "b"), "--allow-modality-mismatch"]) == 0
+    assert (tmp_path / "b" / "cam.nii.gz").is_file()
+
+
 def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
     assert main(["info", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
@@ -120,8 +130,10 @@ def test_explain_user_errors(tmp_path, capsys):
     assert main(["explain", source, "--model", model, "--out", str(tmp_path), "--class", "tumour"]) == 2
     assert "class 'tumour': expected one of ['no lesion', 'lesion']" in capsys.readouterr().err
     assert main(["explain", source, "--model", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
-    assert "no such checkpoint file" in capsys.readouterr().err
+    assert "no such model file or bundle folder" in capsys.readouterr().err
     assert main(["explain", str(SAMPLE / "cr_chest.dcm"), "--model", model, "--out", str(tmp_path)]) == 2
+    assert "the study is CR but the model ct3d.pt was trained on CT" in capsys.readouterr().err
+    assert main(["explain", str(SAMPLE / "cr_chest.dcm"), "--model", model, "--out", str(tmp_path), "--allow-modality-mismatch"]) == 2
     assert "a 3D model expects a volume, found a single image" in capsys.readouterr().err
     assert main(["explain", source, "--model", model, "--out", str(tmp_path / "o"), "--formats", "seg"]) == 2
     assert "needs a threshold" in capsys.readouterr().err

@@ -87,3 +87,20 @@ def test_cohort_from_csv_and_outputs_outside_input(cohort, model_path, tmp_path)
 
     with pytest.raises(ExportError, match="inside the input folder"):
         run_cohort(find_cases(cohort), load_checkpoint(model_path), cohort / "out", input_roots=[cohort], log=lambda _: None)
+
+
+def test_cohort_with_a_monai_bundle_and_masks_from_the_csv(cohort, tmp_path):
+    from medcam.cohort import cases_from_csv
+    from medcam.models import load_model
+    from tests.bundles import write_bundle
+
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"image,case_id,mask\n{cohort / 'extra.nii.gz'},extra,{cohort / 'extra.nii.gz'}\n{cohort / 'patient0' / 'ct'},p0,\n")
+    cases = cases_from_csv(listing)
+    assert [c.mask_source is not None for c in cases] == [True, False]
+    model = load_model(write_bundle(tmp_path / "bundle", "resnet"))
+    summary = run_cohort(cases, model, tmp_path / "out", method="gradcam", formats=("nifti", "pm"), log=lambda _: None)
+    rows = _manifest(tmp_path / "out")
+    assert (summary.done, summary.failed) == (2, 0), rows
+    assert rows["p0"]["modality"] == "CT" and rows["p0"]["outputs"].count("gradcam") == 3  # nifti, sidecar, pm
+    assert rows["extra"]["prediction"] in ("no lesion", "lesion")

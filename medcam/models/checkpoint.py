@@ -6,7 +6,8 @@ Format: a ``torch.save`` dictionary holding only tensors and strings, so it load
     {"medcam": "<JSON metadata>", "state_dict": {name: tensor}}
 
 The metadata records the format version, model config, preprocessing config, class names,
-spatial dims, a training data summary, validation metrics and package versions.
+spatial dims, the training data's modalities, a training data summary, validation metrics and
+package versions.
 """
 
 from __future__ import annotations
@@ -63,8 +64,13 @@ def save_checkpoint(
     *,
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    modalities: tuple[str, ...] | list[str] = (),
 ) -> Path:
-    """Write ``model`` and its metadata to ``path`` atomically (temporary name, then rename)."""
+    """Write ``model`` and its metadata to ``path`` atomically (temporary name, then rename).
+
+    ``modalities``: the DICOM Modality values (0008,0060) of the training data ("CT"); a study
+    of another modality is then refused at inference unless the caller allows it.
+    """
     config = model.config
     if len(class_names) != config.num_classes:
         raise CheckpointError(f"{len(class_names)} class names for a model with {config.num_classes} classes")
@@ -79,6 +85,7 @@ def save_checkpoint(
         "model_config": config.to_dict(),
         "preprocess_config": preprocess_config.to_dict(),
         "class_names": list(class_names),
+        "modalities": [str(m) for m in modalities],
         "training": training or {},
         "metrics": metrics or {},
         "versions": _versions(),

@@ -132,16 +132,15 @@ class ExplainableModel:
         return self._heads["head"]
 
     def weights_sha256(self) -> str:
-        """SHA-256 of the weight file, or of the parameters and buffers of a module built in Python."""
+        """SHA-256 of the weight file, or of the parameters and buffers of a module built in Python
+        (computed at each call: the module may have changed)."""
         if self.provenance.sha256:
             return self.provenance.sha256
-        if "sha256" not in self._heads:
-            digest = hashlib.sha256()
-            for name, tensor in self.module.state_dict().items():
-                digest.update(name.encode())
-                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-            self._heads["sha256"] = digest.hexdigest()
-        return self._heads["sha256"]
+        digest = hashlib.sha256()
+        for name, tensor in self.module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def check_modality(self, modality: str | None, where: str) -> None:
         """Refuse a study of another modality than the model's (when both are known)."""

@@ -357,6 +357,7 @@ def train_classifier(
     localisation_warmup: int = 0,
     batch_norm_samples: int | None = 512,
     extra_summary: dict[str, Any] | None = None,
+    modalities: Sequence[str] = (),
     progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> TrainingResult:
@@ -465,7 +466,7 @@ def train_classifier(
             save_checkpoint(
                 out, model, preprocess_config, class_names,
                 training={**summary, "best_epoch": epoch, "seconds": round(time.perf_counter() - start, 1)},
-                metrics={"validation": metrics.to_dict(), "val_loss": val_loss},
+                metrics={"validation": metrics.to_dict(), "val_loss": val_loss}, modalities=tuple(modalities),
             )
         penalty_text = f"  outside-lesion evidence {total_penalty / len(train):.4f}" if localisation_weight else ""
         log(
@@ -507,6 +508,9 @@ def train_synthetic_task(
     epochs = int(recipe["epochs"] if epochs is None else epochs)
     localisation_weight = float(recipe["localisation_weight"] if localisation_weight is None else localisation_weight)
     crop = tuple(crop_size or (max(8, n // 2) for n in preprocess_config.spatial_size))
+    from medcam.data.tasks import get_task
+
+    modalities = (get_task(task_name).study(0, seed).modality,)
     crops, volumes = make_synthetic_crops(task_name, n_pairs, seed, preprocess_config, crop, progress=progress)
     val = make_synthetic_data(task_name, n_val, seed + 1, preprocess_config, progress=progress)
     out = Path(out)
@@ -516,7 +520,7 @@ def train_synthetic_task(
         crops, val, model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
         out=stage_one, epochs=crop_epochs, batch_size=batch_size, lr=lr, seed=seed, select_by="auc",
         localisation_weight=localisation_weight, localisation_warmup=int(recipe["localisation_warmup"]),
-        batch_norm_samples=int(recipe["batch_norm_samples"]) or None, progress=progress, log=log,
+        batch_norm_samples=int(recipe["batch_norm_samples"]) or None, modalities=modalities, progress=progress, log=log,
     )
     from medcam.models.checkpoint import load_checkpoint
 
@@ -529,7 +533,7 @@ def train_synthetic_task(
         localisation_weight=localisation_weight, batch_norm_samples=int(recipe["batch_norm_samples"]) or None,
         extra_summary={"recipe": "crops then whole volumes", "stage1": {"crops": len(crops), "crop_size": list(crop),
                        "epochs": crop_epochs, "best_epoch": first.best_epoch, "seconds": round(first.seconds, 1)}},
-        progress=progress, log=log,
+        modalities=modalities, progress=progress, log=log,
     )
     second.seconds += first.seconds
     return second

@@ -1,6 +1,8 @@
 """Geometry acceptance through files: a "perfect map" (the preprocessed image of a Gaussian lesion at a
 known patient coordinate, run through the real preprocessing and back) peaks at that coordinate within
-half a source voxel per axis in the exported NIfTI, Parametric Map and Secondary Capture."""
+half a source voxel per axis in the exported NIfTI, Parametric Map and Secondary Capture. The 3D cases
+run twice: with medcam's own preprocessing, and with a MONAI Bundle's (another orientation, spacing
+and size), loaded as a user's bundle is."""
 
 import numpy as np
 import pydicom
@@ -15,6 +17,7 @@ from medcam.export.secondary_capture import write_secondary_capture
 from medcam.geometry import ImageGeometry, Volume, affine_lps_to_ras, lps_to_ras
 from medcam.io import read_dicom_series, read_nifti, write_nifti
 from medcam.transforms import PreprocessConfig, preprocess
+from tests.bundles import write_bundle
 from tests.conftest import gaussian_blob
 
 CONFIG_3D = PreprocessConfig(3, (3.0, 3.0, 3.0), (72, 72, 56), window=(500.0, 1000.0))
@@ -25,8 +28,30 @@ def _blob(geometry, centre_ras):
     return gaussian_blob(geometry, centre_ras, sigma_mm=7.0)
 
 
+#: A bundle's own preprocessing, unlike medcam's: to LPI, 3.5 x 2.5 x 3 mm, another field of view.
+BUNDLE_PREPROCESSING = [
+    {"_target_": "LoadImaged", "keys": "image"},
+    {"_target_": "EnsureChannelFirstd", "keys": "image"},
+    {"_target_": "Orientationd", "keys": "image", "axcodes": "LPI"},
+    {"_target_": "Spacingd", "keys": "image", "pixdim": [3.5, 2.5, 3.0], "mode": "bilinear"},
+    {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": 0.0, "a_max": 1000.0, "b_min": 0.0, "b_max": 1.0, "clip": True},
+    {"_target_": "ResizeWithPadOrCropd", "keys": "image", "spatial_size": [64, 88, 60]},
+]
+
+
+@pytest.fixture(scope="module", params=["medcam", "bundle"])
+def preprocessing(request, tmp_path_factory):
+    """``volume -> model-grid MetaTensor``: medcam's CONFIG_3D, or a MONAI Bundle's preprocessing."""
+    if request.param == "medcam":
+        return lambda volume: preprocess(volume, CONFIG_3D)
+    from medcam.models import load_model
+
+    bundle = write_bundle(tmp_path_factory.mktemp("bundle") / "net", "resnet", preprocessing=BUNDLE_PREPROCESSING)
+    return load_model(bundle).prepare
+
+
 def _perfect_map(source: Volume, config) -> Volume:
-    model_input = preprocess(source, config)
+    model_input = preprocess(source, config) if isinstance(config, PreprocessConfig) else config(source)
     return to_source_grid(model_input[0], model_input, source.geometry)
 
 
@@ -53,12 +78,12 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_dicom_exports_peak_at_the_lesion(tmp_path, case):
+def test_dicom_exports_peak_at_the_lesion(tmp_path, case, preprocessing):
     geometry, options = CASES[case]
     centre = geometry.voxel_to_world(np.array([26.0, 19.0, 13.0]) + np.array([0.2, -0.3, 0.1]))
     write_dicom_series(_blob(geometry, centre), tmp_path / "src", modality="MR", **options)
     series = read_dicom_series(tmp_path / "src")
-    heatmap = _perfect_map(series.volume, CONFIG_3D)
+    heatmap = _perfect_map(series.volume, preprocessing)
 
     nifti = read_nifti(write_heatmap_nifti(heatmap, tmp_path / "map.nii.gz", sidecar={})[0])
     _within_half_voxel(nifti.geometry, np.unravel_index(nifti.array.argmax(), nifti.shape), centre)
@@ -90,7 +115,7 @@ def test_dicom_exports_peak_at_the_lesion(tmp_path, case):
     _within_half_voxel(series.volume.geometry, series.volume.geometry.world_to_voxel(lps_to_ras(best[1])), centre)
 
 
-def test_nifti_source_non_diagonal_lps_flipped(tmp_path):
+def test_nifti_source_non_diagonal_lps_flipped(tmp_path, preprocessing):
     angle = np.radians(25.0)
     affine = np.array(
         [[-3.0 * np.cos(angle), 3.5 * np.sin(angle), 0.0, 110.0], [-3.0 * np.sin(angle), -3.5 * np.cos(angle), 0.0, 90.0],
@@ -100,7 +125,7 @@ def test_nifti_source_non_diagonal_lps_flipped(tmp_path):
     centre = geometry.voxel_to_world(np.array([28.3, 24.6, 15.2]))
     source_path = write_nifti(_blob(geometry, centre), tmp_path / "src.nii.gz")
     source = read_nifti(source_path)
-    out = read_nifti(write_heatmap_nifti(_perfect_map(source, CONFIG_3D), tmp_path / "map.nii.gz", sidecar={})[0])
+    out = read_nifti(write_heatmap_nifti(_perfect_map(source, preprocessing), tmp_path / "map.nii.gz", sidecar={})[0])
     assert out.shape == source.shape and np.array_equal(out.geometry.affine_ras, source.geometry.affine_ras)
     _within_half_voxel(out.geometry, np.unravel_index(out.array.argmax(), out.shape), centre)
 

@@ -1,0 +1,80 @@
+"""Deterministic UIDs: each DICOM object's UIDs are a function of everything that shapes it."""
+
+import inspect
+
+import pydicom
+import pytest
+import torch
+
+from medcam.cohort import run_cohort
+from medcam.data import write_dicom_series
+from medcam.explain import Explanation, explain
+from medcam.export.case import request_seed, write_case_outputs
+from medcam.models import ClassifierConfig, GapClassifier, from_module
+from medcam.transforms import PreprocessConfig, build_transform
+
+REQUEST = {"source": "1.2.3", "model": "ab" * 32, "method": "cam", "layer": "features", "target": 1, "medcam": "0.1.0"}
+
+
+@pytest.mark.parametrize("key", list(REQUEST))
+def test_every_part_of_the_request_changes_the_seed(key):
+    changed = {**REQUEST, key: "other"}
+    for kind, extra in (("pm", {}), ("seg", {"threshold": 0.5}), ("sc", {"colormap": "jet", "opacity": 0.5})):
+        assert request_seed(REQUEST, kind, **extra) == request_seed(dict(REQUEST), kind, **extra)
+        assert request_seed(changed, kind, **extra) != request_seed(REQUEST, kind, **extra)
+
+
+def test_object_specific_parts_change_only_that_object():
+    assert request_seed(REQUEST, "seg", threshold=0.5) != request_seed(REQUEST, "seg", threshold=2.0)
+    assert request_seed(REQUEST, "sc", colormap="jet", opacity=0.5) != request_seed(REQUEST, "sc", colormap="hot", opacity=0.5)
+    assert request_seed(REQUEST, "sc", colormap="jet", opacity=0.5) != request_seed(REQUEST, "sc", colormap="jet", opacity=0.6)
+    assert len({request_seed(REQUEST, kind) for kind in ("pm", "seg", "sc")}) == 3
+
+
+@pytest.fixture
+def explained(tmp_path, ct_study):
+    write_dicom_series(ct_study.volume, tmp_path / "in" / "ct")
+    torch.manual_seed(0)
+    net = GapClassifier(ClassifierConfig(3, channels=(4, 8), convs_per_stage=(1, 1)))
+    transform = build_transform(PreprocessConfig(3, (8.0, 8.0, 8.0), (48, 48, 24)))
+    model = from_module(net, transform, ["no", "yes"], layer="features", fc_layer="classifier")
+    return model, tmp_path / "in" / "ct"
+
+
+def _uid(path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def test_two_segs_of_one_study_at_different_thresholds_get_different_uids(tmp_path, explained):
+    model, source = explained
+    explanation = explain(model, source, method="cam", target=1)
+    top = float(explanation.heatmap.array.max())
+    runs = {}
+    for name, threshold in (("a", top / 4), ("b", top / 2), ("c", top / 4)):
+        runs[name] = explanation.save(tmp_path / name, formats=("pm", "seg"), threshold=threshold, deterministic_uids=True).paths
+    assert _uid(runs["a"]["seg"][0]) != _uid(runs["b"]["seg"][0])  # a PACS keeps both
+    assert _uid(runs["a"]["seg"][0]) == _uid(runs["c"]["seg"][0])  # the same request: the same object
+    assert _uid(runs["a"]["pm"][0]) == _uid(runs["b"]["pm"][0])  # the threshold does not shape the map
+
+
+def test_method_target_and_overlay_options_change_their_objects_uids(tmp_path, explained):
+    model, source = explained
+    cam = explain(model, source, method="cam", target=1)
+    paths = {
+        "cam": cam.save(tmp_path / "cam", formats=("pm", "sc"), deterministic_uids=True).paths,
+        "gradcam": explain(model, source, method="gradcam", target=1).save(tmp_path / "g", formats=("pm",), deterministic_uids=True).paths,
+        "target0": explain(model, source, method="cam", target=0).save(tmp_path / "t", formats=("pm",), deterministic_uids=True).paths,
+        "hot": write_case_outputs(cam, tmp_path / "hot", formats=("pm", "sc"), deterministic_uids=True, colormap="hot").paths,
+    }
+    assert len({_uid(p["pm"][0]) for p in paths.values()}) == 3  # cam and hot share the map
+    assert _uid(paths["cam"]["pm"][0]) == _uid(paths["hot"]["pm"][0])
+    assert _uid(paths["cam"]["sc"][0]) != _uid(paths["hot"]["sc"][0])
+    with torch.no_grad():
+        model.module.classifier.bias[1] += 0.5  # other weights: another model
+    retrained = explain(model, source, method="cam", target=1).save(tmp_path / "w", formats=("pm",), deterministic_uids=True)
+    assert _uid(retrained.paths["pm"][0]) != _uid(paths["cam"]["pm"][0])
+
+
+def test_fresh_uids_are_the_one_default_everywhere():
+    for function in (write_case_outputs, Explanation.save, run_cohort):
+        assert inspect.signature(function).parameters["deterministic_uids"].default is False, function
