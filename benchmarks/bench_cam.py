@@ -1,10 +1,13 @@
 """CAM cost as a ratio to a plain no-grad forward pass, with MONAI and torchcam timed in the same run.
 
-    python benchmarks/bench_cam.py                          # CPU, 64^3, batch 1 and 2, both models
+    python benchmarks/bench_cam.py                          # CPU, 64^3, batch 1 and 2, the bundled model and resnet18
+    python benchmarks/bench_cam.py --models densenet121 resnet18 --sizes 96 --batches 1 --no-torchcam
+    python benchmarks/bench_cam.py --models densenet121 resnet18 --sizes 96 --skip-gradients --memory
     python benchmarks/bench_cam.py --sizes 64 128 --device cuda
     python benchmarks/bench_cam.py --scorecam-size 48       # Score-CAM vs torchcam (time, peak memory)
 
-For each model (the bundled 3D GAP architecture, MONAI's 3D resnet18), input size and batch size,
+For each model (the bundled 3D GAP architecture, MONAI's 3D DenseNet121 and resnet18, whose GAP +
+linear heads medcam finds by itself: exact CAM runs on all three), input size and batch size,
 every method is run ``--reps`` times, methods interleaved within each repetition, and the median
 time is divided by the median time of ``model(x)`` under ``torch.no_grad()``. medcam times include
 upsampling the map to the input grid; MONAI's GradCAM upsamples too; torchcam returns maps at
@@ -125,19 +128,28 @@ def _torchcam(kind: str, model, layer: str, x: torch.Tensor, **options):
 
 
 def _models(names: list[str]):
+    """(name, model, target layer, CAM's linear layer) for each name; the MONAI networks' layers are
+    the GAP + linear head medcam finds (DenseNet121: class_layers.relu and class_layers.out)."""
+    from medcam.cam import find_gap_head
+
     for name in names:
         if name == "bundled":
             _, config, _ = TASK_DEFAULTS["ct3d"]
-            yield name, GapClassifier(config).eval(), "features", True
-        elif name == "resnet18":
-            from monai.networks.nets import resnet18
+            yield name, GapClassifier(config).eval(), "features", "classifier"
+            continue
+        from monai.networks import nets
 
-            yield name, resnet18(spatial_dims=3, n_input_channels=1, num_classes=2).eval(), "layer4", False
+        if name == "resnet18":
+            model = nets.resnet18(spatial_dims=3, n_input_channels=1, num_classes=2).eval()
+        else:
+            model = nets.DenseNet121(spatial_dims=3, in_channels=1, out_channels=2).eval()
+        head = find_gap_head(model, torch.zeros(1, 1, 64, 64, 64))
+        yield name, model, head.feature_layer, head.fc_layer
 
 
 def bench_gradients(args, device: torch.device) -> None:
     print(f"\n== gradient methods: ratio to a no-grad forward (median of {args.reps}), peak memory MiB ==")
-    for model_name, model, layer, is_gap in _models(args.models):
+    for model_name, model, layer, fc in _models(args.models):
         model = model.to(device)
         for size in args.sizes:
             for batch in args.batches:
@@ -148,8 +160,7 @@ def bench_gradients(args, device: torch.device) -> None:
                         return model(x)
 
                 runs: dict[str, Callable[[], object]] = {"forward": forward}
-                if is_gap:
-                    runs["cam"] = _medcam("cam", model, layer, x)
+                runs["cam"] = _medcam("cam", model, layer, x, fc_layer=fc)
                 for method in ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam"):
                     runs[method] = _medcam(method, model, layer, x)
                 runs["monai GradCAM"] = _monai_gradcam(model, layer, x)
@@ -172,6 +183,51 @@ def bench_gradients(args, device: torch.device) -> None:
                 monai = statistics.median(times["monai GradCAM"])
                 slowest = max(statistics.median(times[m]) for m in ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam"))
                 print(f"  MONAI GradCAM / slowest medcam gradient method: {monai / slowest:.2f}x")
+                map_mib = x[:, 0].numel() * 4 / 2**20
+                extra = max(peaks[m] for m in runs if not m.startswith(("monai", "torchcam"))) - peaks["forward"]
+                print(f"  largest medcam peak minus the forward's: {extra / 2**20:.1f} MiB (the map: {map_mib:.1f} MiB)")
+
+
+def _probe(args) -> None:
+    """Child process of --memory: one call of ``args.probe`` on a fresh model; prints its peak RSS."""
+    import resource
+
+    torch.manual_seed(0)
+    name, model, layer, fc = next(_models([args.models[0]]))
+    x = torch.randn(1, 1, *(args.sizes[0],) * 3)
+    if args.probe == "forward":
+        with torch.no_grad():
+            model(x)
+    elif args.probe == "monai GradCAM":
+        _monai_gradcam(model, layer, x)()
+    else:
+        _medcam(args.probe, model, layer, x, **({"fc_layer": fc} if args.probe == "cam" else {}))()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def bench_memory(args) -> None:
+    """Peak resident memory of a fresh process that builds the model and makes one call, for a plain
+    no-grad forward and for each method (the allocator's reuse hides a call's memory from an RSS
+    sampler in a warm process; a fresh process's peak does not)."""
+    import subprocess
+    import sys
+
+    methods = ["forward", "cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "monai GradCAM"]
+    for model_name in args.models:
+        for size in args.sizes:
+            runs: dict[str, list[int]] = {method: [] for method in methods}
+            for _ in range(args.memory_repeats):  # methods interleaved; the median of the repeats is shown
+                for method in methods:
+                    out = subprocess.run([sys.executable, __file__, "--probe", method, "--models", model_name, "--sizes", str(size)],
+                                         capture_output=True, text=True, check=True).stdout
+                    runs[method].append(int(out.split()[-1]))
+            peaks = {method: statistics.median(values) for method, values in runs.items()}
+            map_mib = size**3 * 4 / 2**20
+            print(f"\n{model_name} 1x1x{size}^3, peak RSS of a fresh process, median of {args.memory_repeats}, MiB "
+                  f"(the map: {map_mib:.1f} MiB)")
+            for method in methods:
+                extra = (peaks[method] - peaks["forward"]) / 2**20
+                print(f"  {method:16s} {peaks[method] / 2**20:8.1f}   {extra:+8.1f} against the forward")
 
 
 def bench_scorecam(args, device: torch.device) -> None:
@@ -201,7 +257,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--models", nargs="+", default=["bundled", "resnet18"], choices=["bundled", "resnet18"])
+    parser.add_argument("--models", nargs="+", default=["bundled", "resnet18"], choices=["bundled", "densenet121", "resnet18"])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-torchcam", action="store_true")
@@ -209,12 +265,19 @@ def main() -> None:
     parser.add_argument("--scorecam-batch", type=int, default=8, help="medcam Score-CAM masked inputs per forward")
     parser.add_argument("--torchcam-batch", type=int, default=32)
     parser.add_argument("--skip-gradients", action="store_true")
+    parser.add_argument("--memory", action="store_true", help="peak memory of one call in a fresh process, per method (CPU)")
+    parser.add_argument("--memory-repeats", type=int, default=3)
+    parser.add_argument("--probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.probe:
+        return _probe(args)
     device = torch.device(args.device)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}")
     if not args.skip_gradients:
         bench_gradients(args, device)
+    if args.memory:
+        bench_memory(args)
     if args.scorecam_size:
         bench_scorecam(args, device)
 

@@ -25,8 +25,8 @@ from medcam.geometry import ImageGeometry, Volume, resample_to  # noqa: E402
 
 #: public name -> the module that defines it (imported when the name is first used)
 _LAZY = {
-    "Explanation": "medcam.explain",
-    "explain": "medcam.explain",
+    "Explanation": "medcam.explanation",
+    "explain": "medcam.explanation",
     "Study": "medcam.study",
     "read_study": "medcam.study",
     "ExplainableModel": "medcam.models.explainable",

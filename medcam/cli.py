@@ -136,7 +136,7 @@ def _train_manifest(args: argparse.Namespace, progress: bool, log):
 def _explain_one(model, study, out: Path, *, method: str, target, formats, threshold, layer=None, fc_layer=None,
                  deterministic_uids: bool, overwrite: bool, allow_modality_mismatch: bool = False):
     """Explain and export one study; returns (explanation, outputs)."""
-    from medcam.explain import explain
+    from medcam.explanation import explain
 
     explanation = explain(model, study, method=method, target=target, layer=layer, fc_layer=fc_layer,
                           allow_modality_mismatch=allow_modality_mismatch)

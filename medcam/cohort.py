@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from medcam.errors import MedcamError
 from medcam.export.case import DEFAULT_FORMATS
-from medcam.explain import as_model, explain
+from medcam.explanation import as_model, explain
 from medcam.io.volume import is_nifti_path
 from medcam.models.explainable import ExplainableModel
 from medcam.study import Study, safe_case_id

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from medcam.errors import MedcamError
-from medcam.explain import as_model, explain
+from medcam.explanation import as_model, explain
 from medcam.metrics.faithfulness import deletion_insertion
 from medcam.metrics.localisation import localisation_scores
 from medcam.metrics.sanity import cascading_randomisation

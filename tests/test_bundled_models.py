@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medcam.explain import explain
+from medcam.explanation import explain
 from medcam.io import read_nifti
 from medcam.models import load_checkpoint
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 from medcam import __version__
 from medcam.errors import ExportError
-from medcam.explain import Explanation
+from medcam.explanation import Explanation
 from medcam.export.figures import write_figure
 from medcam.export.forked import ForkedCall
 from medcam.export.nifti import write_heatmap_nifti
@@ -96,8 +96,9 @@ def write_case_outputs(
         "source_series_uid": series.series_uid if series is not None else None,
         "threshold": threshold, "versions": _versions(),
     }
-    request = {
-        "source": sidecar["source_series_uid"] or str(source_path), "model": explanation.model.weights_sha256() if deterministic_uids else None,
+    request = {  # what shapes every object (its own parts are added per object below)
+        "source": sidecar["source_series_uid"] or str(source_path),
+        "model": explanation.model.weights_sha256() if deterministic_uids else None,
         "method": result.method, "layer": result.layer, "target": explanation.target, "medcam": __version__,
     }
     pm_uids = _uid_factory(deterministic_uids, request, "pm")
@@ -121,9 +122,9 @@ def write_case_outputs(
     # own memory is then a few slices, not a second copy of the map's pixel data.)
     written: dict[str, Any] = {}
     return_free_heap()  # before the writers' peak (and the fork): what reading and preprocessing left free
-    secondary_capture = ForkedCall(
+    secondary_capture = ForkedCall(  # at nice 10: the writers here go first when the CPUs are busy
         write_secondary_capture, heatmap, series, out / f"{name}_sc", uids=sc_uids, overwrite=overwrite,
-        description=f"medcam {result.method} overlay", colormap=colormap, opacity=opacity, nice=10,  # the writers here go first when the CPUs are busy
+        description=f"medcam {result.method} overlay", colormap=colormap, opacity=opacity, nice=10,
     ) if "sc" in dicom_formats else None
     try:
         with ThreadPoolExecutor(max_workers=1) as background:

@@ -8,7 +8,7 @@ import torch
 
 from medcam.cohort import run_cohort
 from medcam.data import write_dicom_series
-from medcam.explain import Explanation, explain
+from medcam.explanation import Explanation, explain
 from medcam.export.case import request_seed, write_case_outputs
 from medcam.models import ClassifierConfig, GapClassifier, from_module
 from medcam.transforms import PreprocessConfig, build_transform

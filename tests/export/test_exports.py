@@ -11,7 +11,7 @@ import pytest
 
 from medcam.data import axial_geometry, ct_abdomen_scene, make_study, write_dicom_series
 from medcam.errors import ExportError
-from medcam.explain import explain
+from medcam.explanation import explain
 from medcam.export.nifti import write_heatmap_nifti
 from medcam.export.outputs import UidFactory, atomic_output, check_output_dir
 from medcam.export.parametric_map import write_parametric_map

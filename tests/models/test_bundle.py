@@ -19,7 +19,7 @@ import torch
 from medcam.cam import CamError
 from medcam.cli import main
 from medcam.errors import CheckpointError
-from medcam.explain import explain
+from medcam.explanation import explain
 from medcam.models import load_model
 from medcam.study import read_study
 from tests.bundles import build_network, write_bundle

@@ -10,7 +10,7 @@ from monai.networks.nets import ResNet
 from monai.transforms import Compose, Orientation, Orientationd, ScaleIntensityRange, ScaleIntensityRanged, Spacing, Spacingd
 
 from medcam.errors import CheckpointError, GeometryError, ModalityError
-from medcam.explain import explain
+from medcam.explanation import explain
 from medcam.models import from_module, load_model
 from medcam.study import read_study
 
