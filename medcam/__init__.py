@@ -30,7 +30,7 @@ _LAZY = {
     "Study": "medcam.study",
     "read_study": "medcam.study",
     "ExplainableModel": "medcam.models.explainable",
-    "ModelProvenance": "medcam.models.explainable",
+    "ModelProvenance": "medcam.models.provenance",
     "from_module": "medcam.models.explainable",
     "load_model": "medcam.models.explainable",
     "MedcamReader": "medcam.io.monai_reader",

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from medcam.errors import MedcamError
-from medcam.export.case import DEFAULT_FORMATS
 from medcam.explanation import as_model, explain
+from medcam.export.case import DEFAULT_FORMATS
 from medcam.io.volume import is_nifti_path
 from medcam.models.explainable import ExplainableModel
 from medcam.study import Study, safe_case_id

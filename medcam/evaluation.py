@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from medcam.errors import MedcamError
 from medcam.explanation import as_model, explain

@@ -6,8 +6,8 @@
 
 from medcam.cam.base import CamError, CamExtractor, CamResult
 from medcam.cam.cam import CAM
-from medcam.cam.head import GapHead, check_exact, find_gap_head
 from medcam.cam.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from medcam.cam.head import GapHead, check_exact, find_gap_head
 from medcam.cam.normalize import normalize
 from medcam.cam.registry import METHODS, CamMethod, create_extractor, default_layer
 from medcam.cam.score import ScoreCAM

@@ -19,7 +19,6 @@ only bundles you trust.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import tempfile
 import zipfile
@@ -29,21 +28,14 @@ from typing import Any, Sequence
 import torch
 
 from medcam.errors import CheckpointError
-from medcam.models.explainable import ExplainableModel, ModelProvenance, tensor_transform
+from medcam.models.explainable import ExplainableModel, tensor_transform
+from medcam.models.provenance import ModelProvenance, file_sha256
 
 __all__ = ["load_bundle", "LOADING_TRANSFORMS"]
 
 #: Steps of a bundle's preprocessing that medcam's readers replace.
 LOADING_TRANSFORMS = ("LoadImage", "LoadImaged", "EnsureChannelFirst", "EnsureChannelFirstd", "AddChannel", "AddChanneld")
 _CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _target_name(item: Any) -> str:
@@ -211,7 +203,7 @@ def _load_folder(root: Path, where: str, *, device, class_names, sha256: str | N
     network.eval().to(device)
     transform, key = _preprocessing(parser, where)
     name = str(metadata.get("name") or root.name)
-    provenance = ModelProvenance("monai-bundle", name, Path(where), sha256 or _file_sha256(weights))
+    provenance = ModelProvenance("monai-bundle", name, Path(where), sha256 or file_sha256(weights))
     return ExplainableModel(
         network, tensor_transform(transform, key), _class_names(metadata, class_names, where), _spatial_dims(parser, metadata),
         provenance, modalities=_modalities(metadata),
@@ -246,4 +238,4 @@ def load_bundle(path: str | Path, *, device: str | torch.device = "cpu", class_n
         raise CheckpointError(f"{path}: not a MONAI Bundle (neither a folder nor a zip)")
     with tempfile.TemporaryDirectory(prefix="medcam-bundle-") as folder, zipfile.ZipFile(path) as archive:
         _safe_extract(archive, Path(folder), where)
-        return _load_folder(_find_root(Path(folder)), where, device=device, class_names=class_names, sha256=_file_sha256(path))
+        return _load_folder(_find_root(Path(folder)), where, device=device, class_names=class_names, sha256=file_sha256(path))

@@ -12,7 +12,6 @@ package versions.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import torch
 from medcam import __version__
 from medcam.errors import CheckpointError
 from medcam.models.gap_classifier import ClassifierConfig, GapClassifier
+from medcam.models.provenance import file_sha256
 from medcam.transforms import PreprocessConfig
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "FORMAT", "FORMAT_VERSION"]
@@ -103,14 +103,6 @@ def save_checkpoint(
     return path
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a medcam checkpoint (never executes code from the file).
 
@@ -157,4 +149,4 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         detail = " ".join(str(exc).split())[:600]
         raise CheckpointError(f"{path}: the weights do not match the model config: {detail}") from exc
     model.eval().to(device)
-    return Checkpoint(model, model_config, preprocess_config, class_names, metadata, path, _file_sha256(path))
+    return Checkpoint(model, model_config, preprocess_config, class_names, metadata, path, file_sha256(path))

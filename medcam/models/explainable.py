@@ -24,9 +24,10 @@ from medcam.cam.base import CamError
 from medcam.cam.head import GapHead, find_gap_head
 from medcam.errors import CheckpointError, GeometryError, ModalityError
 from medcam.geometry import Volume
+from medcam.models.provenance import ModelProvenance
 from medcam.transforms import build_transform, run_transform, to_meta_tensor
 
-__all__ = ["ExplainableModel", "ModelProvenance", "from_checkpoint", "from_module", "load_model"]
+__all__ = ["ExplainableModel", "from_checkpoint", "from_module", "load_model", "tensor_transform"]
 
 #: Values of DICOM Modality (0008,0060) that name the same kind of image.
 _MODALITY_ALIASES = {"MRI": "MR", "CXR": "CR", "XRAY": "CR", "X-RAY": "CR"}
@@ -35,19 +36,6 @@ _MODALITY_ALIASES = {"MRI": "MR", "CXR": "CR", "XRAY": "CR", "X-RAY": "CR"}
 def normalise_modality(name: str) -> str:
     text = str(name).strip().upper()
     return _MODALITY_ALIASES.get(text, text)
-
-
-@dataclass(frozen=True)
-class ModelProvenance:
-    """Where the weights come from: ``format`` is "medcam-checkpoint", "monai-bundle" or "module"."""
-
-    format: str
-    name: str
-    path: Path | None = None
-    sha256: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"format": self.format, "name": self.name, "path": str(self.path) if self.path else None, "sha256": self.sha256}
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,7 +67,7 @@ class ExplainableModel:
     layer: str | None = None
     fc_layer: str | None = None
     modalities: tuple[str, ...] = ()
-    _heads: dict = field(default_factory=dict, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
@@ -123,13 +111,13 @@ class ExplainableModel:
 
     def gap_head(self, x: torch.Tensor) -> GapHead:
         """The GAP + linear head (feature layer and linear layer), found once on input ``x``."""
-        if "head" not in self._heads:
+        if "head" not in self._cache:
             if self.layer is not None and self.fc_layer is not None:
-                self._heads["head"] = GapHead(self.layer, self.fc_layer)
+                self._cache["head"] = GapHead(self.layer, self.fc_layer)
             else:
                 found = find_gap_head(self.module, x)
-                self._heads["head"] = GapHead(self.layer or found.feature_layer, self.fc_layer or found.fc_layer)
-        return self._heads["head"]
+                self._cache["head"] = GapHead(self.layer or found.feature_layer, self.fc_layer or found.fc_layer)
+        return self._cache["head"]
 
     def weights_sha256(self) -> str:
         """SHA-256 of the weight file, or of the parameters and buffers of a module built in Python

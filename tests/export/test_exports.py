@@ -19,7 +19,12 @@ from medcam.export.secondary_capture import write_secondary_capture
 from medcam.export.seg import write_segmentation
 from medcam.geometry import Volume, lps_to_ras
 from medcam.io import read_dicom_series, read_nifti
-from medcam.models import ClassifierConfig, GapClassifier, save_checkpoint, load_checkpoint
+from medcam.models import (
+    ClassifierConfig,
+    GapClassifier,
+    load_checkpoint,
+    save_checkpoint,
+)
 from medcam.transforms import PreprocessConfig
 from tests.conftest import _tool, tree_hash
 

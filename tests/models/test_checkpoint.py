@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from medcam.errors import CheckpointError
-from medcam.models import ClassifierConfig, GapClassifier, load_checkpoint, save_checkpoint
+from medcam.models import (
+    ClassifierConfig,
+    GapClassifier,
+    load_checkpoint,
+    save_checkpoint,
+)
 from medcam.transforms import PreprocessConfig
 
 CONFIG = ClassifierConfig(3, channels=(4, 8), convs_per_stage=(1, 1))

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 import torch
 from monai.networks.nets import ResNet
-from monai.transforms import Compose, Orientation, Orientationd, ScaleIntensityRange, ScaleIntensityRanged, Spacing, Spacingd
+from monai.transforms import (
+    Compose,
+    Orientation,
+    Orientationd,
+    ScaleIntensityRange,
+    ScaleIntensityRanged,
+    Spacing,
+    Spacingd,
+)
 
 from medcam.errors import CheckpointError, GeometryError, ModalityError
 from medcam.explanation import explain

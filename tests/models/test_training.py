@@ -20,6 +20,7 @@ from medcam.models.training import (
 )
 from medcam.transforms import PreprocessConfig
 from tests.conftest import TINY_PREPROCESS as PREPROCESS
+
 TINY = ClassifierConfig(3, channels=(4, 8), convs_per_stage=(1, 1))
 
 
