@@ -261,7 +261,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         cases = itertools.islice(manifest_cases(args.manifest), args.n) if args.n else manifest_cases(args.manifest)
         title = f"{Path(args.model).name} on {args.manifest}"
     log = (lambda _line: None) if args.quiet else (lambda line: print(line, flush=True))
-    target = checkpoint.class_index(args.target) if args.target is not None else len(checkpoint.class_names) - 1
+    # default: the last class, the lesion class of a "no lesion" / "lesion" model
+    target = checkpoint.class_index(args.target) if args.target is not None else max(len(checkpoint.class_names) - 1, 1)
     result = evaluate(checkpoint, cases, methods, tolerance_mm=args.tolerance_mm, steps=args.steps, target=target,
                       randomisation_cases=args.randomisation_cases, progress=log, layer=args.layer)
     paths = write_report(result, args.out, title=title, gate=args.gate)

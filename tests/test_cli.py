@@ -161,3 +161,24 @@ def test_evaluate_small(tmp_path, capsys):
     assert main(["evaluate", "--model", str(SAMPLE / "models" / "ct3d.pt"), "--synthetic", "ct3d", "--methods", "magic",
                  "--out", str(out)]) == 2
     assert "unknown CAM method 'magic'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_a_monai_bundle_on_a_manifest_with_masks(tmp_path, capsys):
+    from tests.bundles import write_bundle
+
+    bundle = write_bundle(tmp_path / "bundle", "resnet")
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("image,mask\n"
+                        f"{SAMPLE / 'ct_lesion_dicom'},{SAMPLE / 'ct_lesion_dicom_mask.nii.gz'}\n"
+                        f"{SAMPLE / 'ct_lesion.nii.gz'},{SAMPLE / 'ct_lesion_mask.nii.gz'}\n")
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--model", str(bundle), "--manifest", str(manifest), "--methods", "cam,gradcam", "--steps", "3",
+                 "--randomisation-cases", "1", "--class", "lesion", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert "| cam | 2 |" in capsys.readouterr().out
+    rows = (out / "randomisation.csv").read_text().splitlines()
+    assert any(",fc," in row for row in rows) and any(",layer4" in row for row in rows)  # layers re-initialised in turn
+    manifest.write_text(f"image\n{SAMPLE / 'ct_lesion.nii.gz'}\n")
+    assert main(["evaluate", "--model", str(bundle), "--manifest", str(manifest), "--out", str(out)]) == 2
+    assert "has no 'mask' (evaluation needs a lesion mask per case)" in capsys.readouterr().err
