@@ -22,8 +22,8 @@ EXAMPLES = """examples:
                                                  hit rate, energy, deletion/insertion per CAM method
   medcam train --synthetic ct3d --out ct3d.pt
                                                  train the 3D lesion classifier on synthetic CT
-  medcam train --manifest cohort.csv --spatial-dims 3 --spacing 4 4 5 --size 80 64 40 --out model.pt
-                                                 train on your own labelled NIfTI/DICOM (CSV: image,label)
+  medcam train --manifest cohort.csv --spatial-dims 3 --spacing 3 3 3 --size 64 72 64 --intensity robust_zscore --out model.pt
+                                                 train on your own NIfTI/DICOM (CSV: image,label[,mask])
 """
 
 
@@ -105,31 +105,32 @@ def _train(args: argparse.Namespace) -> int:
 
 def _train_manifest(args: argparse.Namespace, progress: bool, log):
     from medcam.models import ClassifierConfig
-    from medcam.models.training import load_manifest_data, split_data, train_classifier
+    from medcam.models.training import train_manifest
     from medcam.transforms import PreprocessConfig
 
     if not (args.spatial_dims and args.spacing and args.size):
         raise MedcamError("--manifest needs --spatial-dims, --spacing and --size (the model grid)")
+    stages = len(args.channels)
     try:
         preprocess_config = PreprocessConfig(
             args.spatial_dims, tuple(args.spacing), tuple(args.size), intensity=args.intensity,
-            window=tuple(args.window) if args.window else None,
+            window=tuple(args.window) if args.intensity == "window" else None,
             orientation=None if args.spatial_dims == 2 else "RAS",
         )
         class_names = tuple(args.classes)
         model_config = ClassifierConfig(
             args.spatial_dims, num_classes=len(class_names), channels=tuple(args.channels),
-            convs_per_stage=(1,) + (2,) * (len(args.channels) - 1),
+            convs_per_stage=(1,) + (2,) * (stages - 1), stem_stride=args.stem_stride,
+            pool_after=tuple(bool(p) for p in args.pool_after) if args.pool_after else (True,) + (False,) * (stages - 1),
+            fine_head=args.fine_head,
         )
     except ValueError as exc:
         raise MedcamError(str(exc)) from exc
-    data = load_manifest_data(args.manifest, preprocess_config, class_names, progress=progress)
-    train, val = split_data(data, args.val_fraction, args.seed)
-    log(f"training on {len(train)} cases {train.counts(len(class_names))}, validating on {len(val)} {val.counts(len(class_names))}")
-    return train_classifier(
-        train, val, model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
-        out=args.out, epochs=args.epochs or 15, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        progress=progress, log=log,
+    return train_manifest(
+        args.manifest, args.out, preprocess_config=preprocess_config, model_config=model_config, class_names=class_names,
+        val_fraction=args.val_fraction, seed=args.seed, crop_size=args.crop_size, crop_epochs=args.crop_epochs,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, localisation_weight=args.localisation_weight,
+        modalities=tuple(args.modality or ()), progress=progress, log=log,
     )
 
 
@@ -337,14 +338,18 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a GAP lesion classifier (synthetic task or manifest CSV)")
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--synthetic", choices=["ct3d", "cr2d"], help="generate a synthetic cohort of this task")
-    source.add_argument("--manifest", type=Path, help="CSV with columns image (path) and label")
+    source.add_argument("--manifest", type=Path, help="CSV with columns image (path) and label, optionally mask (a lesion mask on any grid)")
     train.add_argument("--out", type=Path, required=True, help="checkpoint to write (best validation loss)")
     train.add_argument("--n", type=int, default=700, help="synthetic: matched pairs to generate (default 700)")
     train.add_argument("--n-val", type=int, default=200, help="synthetic: independent validation studies")
-    train.add_argument("--crop-epochs", type=int, help="synthetic: epochs on lesion-centred crops (default: the task's recipe)")
+    train.add_argument("--crop-epochs", type=int,
+                       help="epochs on lesion-centred crops before the whole volumes (default: the task's recipe; manifest: 24 with masks, 0 without)")
+    train.add_argument("--crop-size", type=int, nargs="+", help="manifest: crop size in model voxels (default: half the model grid)")
+    train.add_argument("--localisation-weight", type=float,
+                       help="weight of the loss on CAM evidence outside the lesion masks (manifest default: 1 with masks, 0 without)")
     train.add_argument("--seed", type=int, default=0, help="seed of data generation, split and training")
     train.add_argument("--val-fraction", type=float, default=0.2)
-    train.add_argument("--epochs", type=int, help="epochs (default 15; synthetic: on whole volumes after the crops, default: the task's recipe)")
+    train.add_argument("--epochs", type=int, help="epochs on whole volumes (default: the recipe's; manifest: 6 after the crops, 40 without masks)")
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--lr", type=float, default=3e-3)
     train.add_argument("--spatial-dims", type=int, choices=[2, 3], help="manifest: 2D images or 3D volumes")
@@ -353,7 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--intensity", default="window", choices=["window", "robust_zscore", "percentile"])
     train.add_argument("--window", type=float, nargs=2, default=(40.0, 400.0), metavar=("CENTRE", "WIDTH"))
     train.add_argument("--classes", nargs="+", default=["no lesion", "lesion"], help="class names, label order")
-    train.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64], help="width of each stage")
+    train.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64], help="manifest: width of each stage")
+    train.add_argument("--stem-stride", type=int, default=2, help="manifest: the stem's stride (2: CAM cells of 2 model voxels)")
+    train.add_argument("--pool-after", type=int, nargs="+", help="manifest: 1/0 per stage, 2x pooling after it (default 1 0 0 ...)")
+    train.add_argument("--fine-head", type=int, default=16, help="manifest: channels of the head that halves the CAM cell (0: none)")
+    train.add_argument("--modality", nargs="+", help="manifest: DICOM Modality of the training images (CT, MR...), recorded in the checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
     train.set_defaults(handler=_train)
     return parser

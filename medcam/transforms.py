@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from medcam.errors import CheckpointError, GeometryError
-from medcam.geometry import ImageGeometry, Volume
+from medcam.geometry import ImageGeometry, Volume, orthogonal_axes
 
 __all__ = ["PreprocessConfig", "build_transform", "to_meta_tensor", "preprocess", "run_transform", "model_geometry"]
 
@@ -140,7 +140,8 @@ def build_transform(config: PreprocessConfig):
 
 
 def to_meta_tensor(volume: Volume, spatial_dims: int):
-    """A channel-first float32 ``MetaTensor`` of ``volume`` with its RAS affine."""
+    """A channel-first float32 ``MetaTensor`` of ``volume`` with its RAS affine (axes that are
+    orthogonal but for float rounding made exactly orthogonal: :func:`orthogonal_axes`)."""
     import torch
     from monai.data import MetaTensor
 
@@ -159,9 +160,11 @@ def to_meta_tensor(volume: Volume, spatial_dims: int):
         tensor = _transposed_copy(reversed_view.permute(*range(array.ndim - 1, -1, -1)))
     else:
         tensor = torch.from_numpy(np.array(array, dtype=np.float32, copy=True, order="C"))
+    # axes orthogonal to float rounding are made exactly so: MONAI's Spacing then puts the same
+    # study's model grid in the same place whether it was read from DICOM or from NIfTI
     return MetaTensor(
         tensor[None],
-        affine=torch.tensor(np.array(volume.geometry.affine_ras), dtype=torch.float64),
+        affine=torch.tensor(orthogonal_axes(volume.geometry.affine_ras), dtype=torch.float64),
         meta={"space": "RAS"},
     )
 

@@ -9,7 +9,7 @@ from medcam.data import axial_geometry, radiograph_geometry
 from medcam.errors import GeometryError
 from medcam.geometry import Volume
 from medcam.io import read_volume
-from medcam.transforms import PreprocessConfig, model_geometry, preprocess
+from medcam.transforms import PreprocessConfig, build_transform, model_geometry, preprocess
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 CT = PreprocessConfig(3, (4.0, 4.0, 5.0), (80, 64, 40))
@@ -114,3 +114,50 @@ def test_meta_tensor_of_a_fortran_volume_is_its_contiguous_copy(shape):
     assert tensor.is_contiguous() and tuple(tensor.shape) == (1, *expected.shape)
     assert np.array_equal(tensor[0].numpy(), expected)
     assert np.array_equal(fortran.array, before)
+
+
+def test_one_study_one_answer_as_dicom_and_as_its_nifti_twin(tmp_path):
+    """The same oblique study read from DICOM and from a float32 NIfTI gets the same model grid
+    (MONAI's Spacing would align one on its corner and the other on its centre) and the same map."""
+    import torch
+
+    from medcam.data import axial_geometry, write_dicom_series
+    from medcam.explanation import explain
+    from medcam.io import read_dicom_series, read_nifti, write_nifti
+    from medcam.models import ClassifierConfig, GapClassifier, from_module
+    from tests.conftest import gaussian_blob
+
+    geometry = axial_geometry((40, 36, 20), (4.0, 4.5, 5.0), rotation_deg=(12.0, -7.0, 20.0))
+    volume = gaussian_blob(geometry, geometry.voxel_to_world(np.array([12.0, 20.0, 8.0])), sigma_mm=10)
+    write_dicom_series(volume, tmp_path / "dcm")
+    write_nifti(volume, tmp_path / "twin.nii.gz")
+    dicom, nifti = read_dicom_series(tmp_path / "dcm").volume, read_nifti(tmp_path / "twin.nii.gz")
+    assert 0 < np.abs(dicom.geometry.affine_ras - nifti.geometry.affine_ras).max() < 1e-4  # float32 rounding only
+    config = PreprocessConfig(3, (4.0, 4.0, 4.0), (48, 48, 32), window=(500.0, 1000.0))
+    a, b = preprocess(dicom, config), preprocess(nifti, config)
+    assert np.abs(a.affine.numpy() - b.affine.numpy()).max() < 1e-4
+    assert float((a - b).abs().max()) < 1e-2
+    torch.manual_seed(0)
+    model = from_module(GapClassifier(ClassifierConfig(3, channels=(4, 8), convs_per_stage=(1, 1))), build_transform(config),
+                        ["no", "yes"], layer="features", fc_layer="classifier")
+    maps = [explain(model, v, method="cam", target=1) for v in (dicom, nifti)]
+    assert abs(maps[0].probability - maps[1].probability) < 1e-4
+    assert maps[0].peak_index == maps[1].peak_index
+
+
+def test_axes_orthogonal_but_for_rounding_are_made_exactly_orthogonal():
+    from medcam.geometry import orthogonal_axes
+
+    angle = np.radians(20.0)
+    exact = np.array([[4 * np.cos(angle), -4.5 * np.sin(angle), 0, 10], [4 * np.sin(angle), 4.5 * np.cos(angle), 0, -20],
+                      [0, 0, 5.0, 30], [0, 0, 0, 1]])
+    noisy = exact.astype(np.float32).astype(float)  # a float32 sform
+    snapped = orthogonal_axes(noisy)
+    directions = snapped[:3, :3] / np.linalg.norm(snapped[:3, :3], axis=0)
+    assert np.abs(directions.T @ directions - np.eye(3)).max() < 1e-15
+    assert np.allclose(np.linalg.norm(snapped[:3, :3], axis=0), [4.0, 4.5, 5.0], atol=1e-6)
+    assert np.array_equal(snapped[:3, 3], noisy[:3, 3]) and np.abs(snapped - exact).max() < 1e-5
+    tilted = exact.copy()
+    tilted[:3, 1] = [0, 4.5 * np.cos(0.2), -4.5 * np.sin(0.2)]  # a gantry tilt: sheared on purpose
+    assert np.array_equal(orthogonal_axes(tilted), tilted)
+    assert np.array_equal(orthogonal_axes(np.diag([2.0, 3.0, 4.0, 1.0])), np.diag([2.0, 3.0, 4.0, 1.0]))

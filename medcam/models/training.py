@@ -30,6 +30,7 @@ __all__ = [
     "TrainingResult",
     "TrainingError",
     "centre_classifier",
+    "lesion_centred_crops",
     "load_manifest_data",
     "localisation_penalty",
     "make_synthetic_crops",
@@ -37,6 +38,7 @@ __all__ = [
     "predict_probabilities",
     "split_data",
     "train_classifier",
+    "train_manifest",
     "train_synthetic_task",
 ]
 
@@ -194,14 +196,23 @@ def make_synthetic_crops(
 def load_manifest_data(
     manifest: str | Path, config: PreprocessConfig, class_names: Sequence[str], *, progress: bool = False
 ) -> TrainingData:
-    """Read a manifest CSV with columns ``image`` (path, relative to the CSV's folder) and ``label``.
+    """Read a manifest CSV with columns ``image`` (path, relative to the CSV's folder) and ``label``,
+    and optionally ``mask``: a lesion mask (NIfTI or DICOM) on any grid.
 
-    A label is a class index (``0`` .. ``C-1``) or a class name. Every problem names its row.
+    A label is a class index (``0`` .. ``C-1``) or a class name. With a ``mask`` column, every
+    case with a lesion needs a non-empty mask, and a case without one may leave it blank; each
+    mask is carried to the model grid through world coordinates (every model voxel the lesion
+    touches), as the localisation loss and the lesion-centred crops need. Every problem names
+    its row.
     """
+    from medcam.geometry import Volume, resample_to
+    from medcam.study import read_study
+    from medcam.transforms import model_geometry
+
     manifest = Path(manifest)
     if not manifest.is_file():
         raise TrainingError(f"{manifest}: no such manifest file")
-    with open(manifest, newline="") as handle:
+    with open(manifest, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
         if "image" not in columns or "label" not in columns:
@@ -210,8 +221,9 @@ def load_manifest_data(
     if not rows:
         raise TrainingError(f"{manifest}: the manifest has no rows")
     names = list(class_names)
+    with_masks = "mask" in columns
     transform = build_transform(config)
-    images, labels = [], []
+    images, labels, masks = [], [], []
     for number, row in enumerate(_progress(rows, total=len(rows), desc="reading", enabled=progress), start=2):
         where = f"{manifest} row {number}"
         raw = (row.get("label") or "").strip()
@@ -221,19 +233,69 @@ def load_manifest_data(
             label = int(raw)
         else:
             raise TrainingError(f"{where}: unknown label {raw!r}; expected one of {names} or 0..{len(names) - 1}")
-        image_path = Path(row.get("image") or "")
-        if not image_path.is_absolute():
-            image_path = manifest.parent / image_path
+        image_path = _manifest_path(manifest, row.get("image"))
         if not image_path.exists():
             raise TrainingError(f"{where}: image {image_path} does not exist")
         try:
-            tensor = preprocess(image_path, config, transform=transform)
+            tensor = preprocess(read_study(image_path).volume, config, transform=transform)
         except MedcamError as exc:
             raise TrainingError(f"{where}: cannot use {image_path}: {exc}") from exc
         images.append(tensor.as_tensor().to(torch.float16))
         labels.append(label)
-    summary = {"source": f"manifest:{manifest.name}", "n": len(rows)}
-    return TrainingData(torch.stack(images), torch.tensor(labels, dtype=torch.int64), summary)
+        if with_masks:
+            mask = torch.zeros(tensor.shape, dtype=torch.bool)
+            if (row.get("mask") or "").strip():
+                mask_path = _manifest_path(manifest, row["mask"])
+                try:
+                    lesion = read_study(mask_path).volume
+                except MedcamError as exc:
+                    raise TrainingError(f"{where}: cannot use the mask {mask_path}: {exc}") from exc
+                binary = lesion.array > 0  # nonzero is lesion; carried through world coordinates
+                on_grid = resample_to(Volume(binary.astype(np.float32), lesion.geometry), model_geometry(tensor), order=1)
+                mask = torch.from_numpy(np.ascontiguousarray(on_grid.array.reshape(tensor.shape[1:]) > 0.01))[None]
+                if label and not bool(mask.any()):
+                    raise TrainingError(f"{where}: the mask {mask_path} is empty on the model grid (no lesion voxel, or it lies "
+                                        "outside the model's field of view)")
+            elif label:
+                raise TrainingError(f"{where}: a lesion case without a mask; give its mask, or leave the mask column out")
+            masks.append(mask if label else torch.zeros_like(mask))
+    summary = {"source": f"manifest:{manifest.name}", "n": len(rows), "masks": with_masks}
+    return TrainingData(torch.stack(images), torch.tensor(labels, dtype=torch.int64), summary,
+                        torch.stack(masks) if with_masks else None)
+
+
+def _manifest_path(manifest: Path, value: str | None) -> Path:
+    path = Path((value or "").strip())
+    return path if path.is_absolute() else manifest.parent / path
+
+
+def lesion_centred_crops(data: TrainingData, crop_size: Sequence[int], seed: int, *, jitter: float = 0.25) -> TrainingData:
+    """One crop of ``crop_size`` model voxels per case: around a random lesion voxel (shifted by up
+    to ``jitter`` of the crop size) for a case with lesions, around a random foreground voxel
+    (above the image's median) for one without, always inside the volume. Masks are cropped alike.
+
+    The cohort counterpart of :func:`make_synthetic_crops` (there, matched pairs share a crop).
+    """
+    if data.masks is None:
+        raise TrainingError("lesion-centred crops need lesion masks (a 'mask' column in the manifest)")
+    rng = np.random.default_rng([seed, 11])
+    crop = np.asarray(crop_size, dtype=int)
+    size = np.asarray(data.images.shape[2:])
+    if np.any(crop > size):
+        raise TrainingError(f"crop size {tuple(crop)} exceeds the model grid {tuple(size)}")
+    images, masks = [], []
+    for index in range(len(data)):
+        image, mask = data.images[index], data.masks[index]
+        candidates = torch.nonzero(mask[0]) if bool(mask.any()) else torch.nonzero(image[0].float() > image[0].float().median())
+        if len(candidates) == 0:
+            candidates = torch.nonzero(torch.ones_like(mask[0]))
+        centre = candidates[int(rng.integers(len(candidates)))].numpy() + rng.uniform(-jitter, jitter, size=len(crop)) * crop
+        low = np.clip(np.rint(centre - crop / 2).astype(int), 0, size - crop)
+        window = (slice(None), *[slice(int(a), int(a + c)) for a, c in zip(low, crop)])
+        images.append(image[window].clone())
+        masks.append(mask[window].clone())
+    summary = {**data.summary, "crop_size": [int(c) for c in crop], "matched_pairs": False}
+    return TrainingData(torch.stack(images), data.labels.clone(), summary, torch.stack(masks))
 
 
 def split_data(data: TrainingData, val_fraction: float, seed: int) -> tuple[TrainingData, TrainingData]:
@@ -537,3 +599,75 @@ def train_synthetic_task(
     )
     second.seconds += first.seconds
     return second
+
+
+#: The manifest recipe's defaults: with lesion masks, the bundled 3D model's recipe (crops first,
+#: with the localisation loss; then whole volumes); with labels only, whole volumes throughout.
+MANIFEST_RECIPES: dict[str, dict[str, float]] = {
+    "masks": {"crop_epochs": 24, "epochs": 6, "localisation_weight": 1.0, "localisation_warmup": 8},
+    "labels": {"crop_epochs": 0, "epochs": 40, "localisation_weight": 0.0, "localisation_warmup": 0},
+}
+
+
+def train_manifest(
+    manifest: str | Path,
+    out: str | Path,
+    *,
+    preprocess_config: PreprocessConfig,
+    model_config: ClassifierConfig,
+    class_names: Sequence[str],
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    crop_size: Sequence[int] | None = None,
+    crop_epochs: int | None = None,
+    epochs: int | None = None,
+    batch_size: int = 16,
+    lr: float = 3e-3,
+    localisation_weight: float | None = None,
+    modalities: Sequence[str] = (),
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> TrainingResult:
+    """Train on a user's cohort (:func:`load_manifest_data`), with lesion masks or labels only.
+
+    With a ``mask`` column the recipe is the bundled 3D model's: ``crop_epochs`` on lesion-centred
+    crops (:func:`lesion_centred_crops`, half the model grid per axis unless ``crop_size``) with
+    the localisation loss rising over the first epochs and the best epoch chosen by validation AUC,
+    then ``epochs`` on whole volumes from those weights, chosen by validation loss. With labels
+    only, ``epochs`` on whole volumes. Defaults: :data:`MANIFEST_RECIPES`.
+    """
+    data = load_manifest_data(manifest, preprocess_config, class_names, progress=progress)
+    train, val = split_data(data, val_fraction, seed)
+    num_classes = len(class_names)
+    log(f"training on {len(train)} cases {train.counts(num_classes)}, validating on {len(val)} {val.counts(num_classes)}"
+        f"{' with lesion masks' if data.masks is not None else ', labels only'}")
+    recipe = MANIFEST_RECIPES["masks" if data.masks is not None else "labels"]
+    crop_epochs = int(recipe["crop_epochs"] if crop_epochs is None else crop_epochs)
+    epochs = int(recipe["epochs"] if epochs is None else epochs)
+    weight = float(recipe["localisation_weight"] if localisation_weight is None else localisation_weight)
+    if (crop_epochs or weight) and data.masks is None:
+        raise TrainingError("lesion-centred crops and the localisation loss need a 'mask' column in the manifest")
+    common = dict(model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
+                  batch_size=batch_size, modalities=modalities, progress=progress, log=log)
+    out = Path(out)
+    state, extra, first = None, {"recipe": "whole volumes"}, None
+    if crop_epochs:
+        crop = tuple(crop_size or (max(8, n // 2) for n in preprocess_config.spatial_size))
+        crops = lesion_centred_crops(train, crop, seed)
+        warmup = min(int(recipe["localisation_warmup"]), crop_epochs - 1) if weight else 0
+        stage_one = out.with_name(out.name + ".crops.partial")
+        log(f"stage 1: {len(crops)} lesion-centred crops of {crop} voxels, {crop_epochs} epochs")
+        first = train_classifier(crops, val, out=stage_one, epochs=crop_epochs, lr=lr, seed=seed, select_by="auc",
+                                 localisation_weight=weight, localisation_warmup=warmup, **common)
+        from medcam.models.checkpoint import load_checkpoint
+
+        state = load_checkpoint(stage_one).model.state_dict()
+        stage_one.unlink()
+        extra = {"recipe": "crops then whole volumes", "stage1": {"crops": len(crops), "crop_size": list(crop),
+                 "epochs": crop_epochs, "best_epoch": first.best_epoch, "seconds": round(first.seconds, 1)}}
+        log(f"stage 2: {len(train)} whole volumes, {epochs} epochs")
+    result = train_classifier(train, val, out=out, epochs=epochs, lr=lr / 3 if state is not None else lr, seed=seed + 1,
+                              initial_state=state, localisation_weight=weight, extra_summary=extra, **common)
+    if first is not None:
+        result.seconds += first.seconds
+    return result

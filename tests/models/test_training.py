@@ -227,3 +227,50 @@ def test_synthetic_crops_carry_their_lesion_masks_on_the_model_grid():
         reach = max(max(lesion.radii_mm) for lesion in positive.lesions) + 5.0  # radius plus half a voxel
         assert nearest.max() <= reach
         assert crops.masks[2 * pair].any()
+
+
+def test_a_mask_on_another_grid_reaches_the_model_grid_through_world_coordinates(tmp_path):
+    """Hand-computed: the model grid is the image's (RAS, 12 x 12 x 16 mm from the origin); the
+    mask lies on a 3 mm grid flipped in x and y, holding the box x 100..125, y 50..62, z 60..70 mm.
+    Model voxel centres (12 i, 12 j, 16 k) that interpolate a nonzero mask value: i 9 and 10 (108,
+    120 mm), j 5 (60 mm), k 4 (64 mm)."""
+    from medcam.geometry import ImageGeometry, Volume
+    from medcam.io import write_nifti
+
+    image = Volume(np.random.default_rng(0).normal(40, 5, (32, 24, 12)).astype(np.float32),
+                   ImageGeometry((32, 24, 12), np.diag([12.0, 12.0, 16.0, 1.0])))
+    mask_affine = np.array([[-3.0, 0, 0, 200.0], [0, -3.0, 0, 150.0], [0, 0, 3.0, 40.0], [0, 0, 0, 1]])
+    mask_geometry = ImageGeometry((41, 41, 16), mask_affine)
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in mask_geometry.shape], indexing="ij"), axis=-1)
+    x, y, z = np.moveaxis(mask_geometry.voxel_to_world(ijk.astype(float)), -1, 0)
+    box = (x >= 100) & (x <= 125) & (y >= 50) & (y <= 62) & (z >= 60) & (z <= 70)
+    write_nifti(image, tmp_path / "image.nii.gz")
+    write_nifti(Volume(box.astype(np.float32), mask_geometry), tmp_path / "mask.nii.gz")
+    write_nifti(Volume(np.zeros(mask_geometry.shape, np.float32), mask_geometry), tmp_path / "empty.nii.gz")
+    rows = [{"image": "image.nii.gz", "label": "1", "mask": "mask.nii.gz"}, {"image": "image.nii.gz", "label": "0", "mask": ""}]
+    data = load_manifest_data(_write_manifest(tmp_path / "m.csv", rows, fields=("image", "label", "mask")), PREPROCESS,
+                              ("no lesion", "lesion"))
+    assert data.masks.shape == (2, 1, 32, 24, 12)
+    assert sorted(map(tuple, torch.nonzero(data.masks[0, 0]).tolist())) == [(9, 5, 4), (10, 5, 4)]
+    assert not data.masks[1].any()
+    bad = _write_manifest(tmp_path / "no_mask.csv", [{"image": "image.nii.gz", "label": "1", "mask": ""}], fields=("image", "label", "mask"))
+    with pytest.raises(TrainingError, match=r"no_mask.csv row 2: a lesion case without a mask"):
+        load_manifest_data(bad, PREPROCESS, ("no lesion", "lesion"))
+    bad = _write_manifest(tmp_path / "empty.csv", [{"image": "image.nii.gz", "label": "1", "mask": "empty.nii.gz"}],
+                          fields=("image", "label", "mask"))
+    with pytest.raises(TrainingError, match=r"empty.csv row 2: the mask .*empty.nii.gz is empty on the model grid"):
+        load_manifest_data(bad, PREPROCESS, ("no lesion", "lesion"))
+
+
+def test_lesion_centred_crops_hold_the_lesion():
+    from medcam.models.training import lesion_centred_crops
+
+    images = torch.randn(4, 1, 32, 24, 12)
+    masks = torch.zeros(4, 1, 32, 24, 12, dtype=torch.bool)
+    masks[0, 0, 25:28, 3:5, 8:10] = True
+    masks[2, 0, 2:4, 20:22, 1:3] = True
+    crops = lesion_centred_crops(TrainingData(images, torch.tensor([1, 0, 1, 0]), {}, masks), (16, 12, 6), seed=0, jitter=0.0)
+    assert crops.images.shape == (4, 1, 16, 12, 6) and crops.masks.shape == (4, 1, 16, 12, 6)
+    assert crops.masks[0].any() and crops.masks[2].any() and not crops.masks[1].any()
+    with pytest.raises(TrainingError, match="need lesion masks"):
+        lesion_centred_crops(TrainingData(images, torch.tensor([1, 0, 1, 0]), {}), (16, 12, 6), seed=0)
