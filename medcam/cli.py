@@ -254,22 +254,28 @@ def _evaluate(args: argparse.Namespace) -> int:
     from medcam.models import load_model
 
     methods = [CamMethod.from_name(m.strip()).value for m in args.methods.split(",") if m.strip()]
-    checkpoint = load_model(args.model, device=args.device, class_names=args.classes)
+    if args.maps and not args.manifest:
+        raise MedcamError("--maps scores the maps of a manifest's 'map' column: give --manifest")
+    if args.model is None and not args.maps:
+        raise MedcamError("--model is needed (unless --maps scores maps already written)")
+    model = load_model(args.model, device=args.device, class_names=args.classes) if args.model is not None else None
     if args.synthetic:
         cases = synthetic_cases(args.synthetic, args.n, args.seed)
         title = f"{Path(args.model).name} on {args.n} lesion-positive {args.synthetic} studies (seed {args.seed})"
     else:
         cases = itertools.islice(manifest_cases(args.manifest), args.n) if args.n else manifest_cases(args.manifest)
-        title = f"{Path(args.model).name} on {args.manifest}"
+        title = f"{Path(args.model).name if args.model else 'maps on file'} on {args.manifest}"
     log = (lambda _line: None) if args.quiet else (lambda line: print(line, flush=True))
     # default: the last class, the lesion class of a "no lesion" / "lesion" model
-    target = checkpoint.class_index(args.target) if args.target is not None else max(len(checkpoint.class_names) - 1, 1)
-    result = evaluate(checkpoint, cases, methods, tolerance_mm=args.tolerance_mm, steps=args.steps, target=target,
-                      randomisation_cases=args.randomisation_cases, progress=log, layer=args.layer)
-    paths = write_report(result, args.out, title=title, gate=args.gate)
+    names = model.class_names if model is not None else ()
+    target = model.class_index(args.target) if args.target is not None and model is not None else max(len(names) - 1, 1)
+    result = evaluate(model, cases, methods, tolerance_mm=args.tolerance_mm, energy_tolerance_mm=args.energy_tolerance_mm,
+                      steps=args.steps, target=target, randomisation_cases=args.randomisation_cases, progress=log,
+                      layer=args.layer, maps_on_file=args.maps, class_names=args.classes)
+    paths = write_report(result, args.out, title=title, gate=args.gate, tolerance_mm=args.tolerance_mm)
     print(paths["summary_md"].read_text())
     print("written: " + ", ".join(str(p) for p in paths.values()))
-    return 0
+    return 1 if result.errors and not result.rows and not result.predictions else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -318,8 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_cmd = commands.add_parser("evaluate", help="localisation, faithfulness and sanity of the maps, per method")
     where = evaluate_cmd.add_mutually_exclusive_group(required=True)
     where.add_argument("--synthetic", choices=["ct3d", "cr2d"], help="lesion-positive synthetic studies of this task")
-    where.add_argument("--manifest", type=Path, help="CSV with columns image and mask")
-    evaluate_cmd.add_argument("--model", type=Path, required=True, help="a medcam checkpoint or a MONAI Bundle")
+    where.add_argument("--manifest", type=Path,
+                       help="CSV with column image and optionally mask (any grid), label (negatives too) and map (--maps)")
+    evaluate_cmd.add_argument("--model", type=Path, help="a medcam checkpoint or a MONAI Bundle")
+    evaluate_cmd.add_argument("--maps", action="store_true", help="score the maps already written (the manifest's map column)")
     evaluate_cmd.add_argument("--classes", nargs="+", help="class names in output order (default: the model's)")
     evaluate_cmd.add_argument("--class", dest="target", help="class whose maps are scored (default: the last, the lesion class)")
     evaluate_cmd.add_argument("--layer", help="target layer (default: the layer that feeds global average pooling)")
@@ -327,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_cmd.add_argument("--n", type=int, default=100, help="cases (synthetic: how many to draw)")
     evaluate_cmd.add_argument("--seed", type=int, default=4242, help="synthetic: a seed not used in training")
     evaluate_cmd.add_argument("--methods", default="cam,gradcam,gradcam++,xgradcam,layercam,hirescam,scorecam")
-    evaluate_cmd.add_argument("--tolerance-mm", type=float, default=10.0, help="dilation of the mask for the tolerant scores")
+    evaluate_cmd.add_argument("--tolerance-mm", type=float, default=10.0, help="dilation of the mask for the tolerant hit rate")
+    evaluate_cmd.add_argument("--energy-tolerance-mm", type=float, help="dilation of the mask for the dilated energy (default: --tolerance-mm)")
     evaluate_cmd.add_argument("--steps", type=int, default=20, help="deletion/insertion curve steps")
     evaluate_cmd.add_argument("--randomisation-cases", type=int, default=5)
     evaluate_cmd.add_argument("--gate", type=float, default=0.5, help="probability gate reported separately")

@@ -56,9 +56,9 @@ def find_cases(root: str | Path) -> list[Study]:
 
 def cases_from_csv(path: str | Path) -> list[Study]:
     """Cases listed in a CSV with an ``image`` column (and optional ``case_id``, ``series_uid``,
-    ``mask``), paths relative to the CSV."""
+    ``mask``, ``label``, ``map``), paths relative to the CSV."""
     path = Path(path)
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # Excel writes a byte-order mark
         rows = list(csv.DictReader(handle))
     if not rows or "image" not in rows[0]:
         raise MedcamError(f"{path}: expected a CSV with an 'image' column and at least one row")
@@ -66,9 +66,10 @@ def cases_from_csv(path: str | Path) -> list[Study]:
     for row in rows:
         source = Path(row["image"])
         source = source if source.is_absolute() else path.parent / source
-        mask = Path(row["mask"]) if row.get("mask") else None
-        mask = mask if mask is None or mask.is_absolute() else path.parent / mask
-        cases.append(Study(source, safe_case_id(row.get("case_id") or source.name), row.get("series_uid") or None, mask))
+        mask, map_path = (Path(row[key].strip()) if (row.get(key) or "").strip() else None for key in ("mask", "map"))
+        mask, map_path = (p if p is None or p.is_absolute() else path.parent / p for p in (mask, map_path))
+        cases.append(Study(source, safe_case_id(row.get("case_id") or source.name), row.get("series_uid") or None, mask,
+                           (row.get("label") or "").strip() or None, map_path))
     return cases
 
 

@@ -32,14 +32,13 @@ def synthetic_cases(task_name: str, n: int, seed: int) -> Iterator[Study]:
 
 
 def manifest_cases(path: str | Path) -> Iterator[Study]:
-    """Cases from a CSV with columns ``image`` and ``mask`` (paths relative to the CSV); lesion
-    centres are the centroids of the mask's connected components."""
+    """Cases from a CSV with columns ``image`` and, optionally, ``mask`` (a lesion mask on any
+    grid), ``label`` (a class name or index) and ``map`` (a map already written, e.g. ``cam.nii.gz``,
+    to score instead of computing one); paths relative to the CSV. A case without a label is
+    positive when it has a mask; lesion centres are the centroids of the mask's components."""
     from medcam.cohort import cases_from_csv
 
-    for study in cases_from_csv(path):
-        if study.mask_source is None:
-            raise MedcamError(f"{path}: case {study.case_id} has no 'mask' (evaluation needs a lesion mask per case)")
-        yield study
+    yield from cases_from_csv(path)
 
 
 def bootstrap_ci(values: Sequence[float], *, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -55,8 +54,35 @@ def bootstrap_ci(values: Sequence[float], *, n_resamples: int = 2000, seed: int 
 
 @dataclass
 class EvaluationResult:
+    """Per-case localisation rows (positives), per-case predictions (every case), the
+    randomisation steps, and the cases that could not be scored, with why."""
+
     rows: list[dict] = field(default_factory=list)
     randomisation: list[dict] = field(default_factory=list)
+    predictions: list[dict] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+
+    def classification(self, *, n_resamples: int = 2000, seed: int = 0) -> dict | None:
+        """ROC AUC of the target class's probability over every case, with a 95% bootstrap interval
+        (None unless both negatives and positives were seen)."""
+        from medcam.metrics.classification import roc_auc
+
+        first = {}
+        for row in self.predictions:  # one prediction per case (every method predicts the same)
+            first.setdefault(row["case_id"], row)
+        labels = np.array([row["positive"] for row in first.values()], dtype=bool)
+        scores = np.array([row["probability"] for row in first.values()], dtype=float)
+        if labels.all() or not labels.any() or np.isnan(scores).any():
+            return None
+        rng = np.random.default_rng(seed)
+        resampled = []
+        for _ in range(n_resamples):
+            pick = rng.integers(0, labels.size, labels.size)
+            if labels[pick].any() and not labels[pick].all():
+                resampled.append(roc_auc(labels[pick], scores[pick]))
+        low, high = np.percentile(resampled, [2.5, 97.5])
+        return {"auc": roc_auc(labels, scores), "auc_ci": (float(low), float(high)), "cases": int(labels.size),
+                "positives": int(labels.sum())}
 
     def summary(self, *, gate: float = 0.5) -> list[dict]:
         out = []
@@ -79,62 +105,147 @@ class EvaluationResult:
         return out
 
 
+def _is_positive(case: Study, mask, class_names: Sequence[str], target: int) -> bool:
+    """A case's truth: its label (a class name or index) when the manifest gives one, else whether
+    its mask holds a lesion."""
+    if case.label is not None:
+        label = case.label
+        if label in class_names:
+            return class_names.index(label) == target
+        if label.isdigit():
+            return int(label) == target
+        raise MedcamError(f"case {case.case_id}: unknown label {label!r}; expected one of {list(class_names)} or a class index")
+    return mask is not None and bool(np.asarray(mask.array).any())
+
+
+def _map_on_file(case: Study):
+    """The map already written for a case (its manifest's ``map`` column) and its sidecar."""
+    import json
+
+    from medcam.study import read_study
+
+    path = case.map_source
+    if path is None:
+        raise MedcamError(f"case {case.case_id}: no 'map' in the manifest to score")
+    heatmap = read_study(path).volume
+    if not heatmap.geometry.is_close(case.volume.geometry, atol=1e-3):
+        raise MedcamError(f"case {case.case_id}: the map {path} is not on the image's grid ({heatmap.geometry} vs {case.volume.geometry})")
+    sidecar_path = Path(str(path).removesuffix(".gz").removesuffix(".nii") + ".json")
+    sidecar = json.loads(sidecar_path.read_text()) if sidecar_path.is_file() else {}
+    return heatmap, sidecar
+
+
 def evaluate(
     model,
     cases: Iterable[Study],
     methods: Sequence[str],
     *,
     tolerance_mm: float = 10.0,
+    energy_tolerance_mm: float | None = None,
     steps: int = 20,
     baseline: str = "blur",
     randomisation_cases: int = 5,
     target: int = 1,
     layer: str | None = None,
+    maps_on_file: bool = False,
+    class_names: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> EvaluationResult:
-    """Localisation and faithfulness of every method on every case (studies with a lesion mask),
-    and the randomisation check on the first ``randomisation_cases`` cases. Maps explain class
-    ``target`` (the lesion class) at ``layer`` (default: the model's)."""
-    model = as_model(model)
+    """Score every method on every case: the prediction on every case (classification AUC over
+    negatives and positives), localisation and faithfulness on the positives that have a mask,
+    and the randomisation check on the first ``randomisation_cases`` positives. Maps explain class
+    ``target`` (the lesion class) at ``layer`` (default: the model's). ``tolerance_mm`` dilates the
+    mask for the tolerant hit, ``energy_tolerance_mm`` (default the same) for the dilated energy.
+
+    With ``maps_on_file`` the maps already written (each case's ``map``) are scored instead, with the
+    probability their sidecar records; ``model`` may then be None and ``methods`` is ignored
+    (``class_names`` then resolves label names; without them labels must be class indices).
+    A case that cannot be scored (unreadable, a positive whose mask is empty...) is recorded in
+    ``errors`` with the reason, and the evaluation goes on.
+    """
+    model = None if maps_on_file and model is None else as_model(model)
+    class_names = list(class_names if class_names is not None else model.class_names if model is not None else [])
     result = EvaluationResult()
-    for number, case in enumerate(cases):
+    randomised = 0
+    for case in cases:
         start = time.perf_counter()
-        if case.mask is None:
-            raise MedcamError(f"case {case.case_id}: no lesion mask; evaluation scores maps against one")
-        model_input = model.prepare(case.volume)
-        for method in methods:
-            explanation = explain(model, case, method=method, target=target, layer=layer, model_input=model_input)
-            scores = localisation_scores(explanation.heatmap, case.mask, case.lesion_centres_ras, tolerance_mm=tolerance_mm)
-            x = explanation.model_input.as_tensor()[None].to(model.device)
-            curves = deletion_insertion(model.module, x, explanation.result.map[0], target, steps=steps, baseline=baseline)
-            result.rows.append({
-                "case_id": case.case_id, "method": method, "probability": round(explanation.probability, 5),
-                **{k: (int(v) if isinstance(v, bool) else round(float(v), 5)) for k, v in asdict(scores).items()},
-                "deletion_auc": round(curves.deletion_auc, 5), "insertion_auc": round(curves.insertion_auc, 5),
-            })
-            if number < randomisation_cases:
-                fc_layer = model.gap_head(x).fc_layer if method == "cam" else None
-                steps_taken = cascading_randomisation(model.module, x, target, method=method, layer=explanation.layer, fc_layer=fc_layer)
-                for step, item in enumerate(steps_taken):
-                    result.randomisation.append({"case_id": case.case_id, "method": method, "step": step, "layer": item.layer,
-                                                 "spearman": item.spearman, "ssim": item.ssim})
+        try:
+            mask = case.mask_on_image_grid()
+            positive = _is_positive(case, mask, class_names, target)
+            if positive and mask is not None and not np.asarray(mask.array).any():
+                raise MedcamError(f"case {case.case_id}: its lesion mask {case.mask_source} is empty on the image's grid")
+            scored = _score_case(case, model, methods, mask if positive else None, result, target=target, layer=layer,
+                                 tolerance_mm=tolerance_mm, energy_tolerance_mm=energy_tolerance_mm, steps=steps,
+                                 baseline=baseline, randomise=positive and randomised < randomisation_cases,
+                                 maps_on_file=maps_on_file)
+            for row in scored:
+                row["positive"] = positive
+            result.predictions.extend(scored)
+            randomised += int(positive and mask is not None and not maps_on_file)
+        except MedcamError as exc:
+            result.errors.append({"case_id": case.case_id, "source": str(case.source), "error": " ".join(str(exc).split())})
+        finally:
+            case.release()
         if progress is not None:
             progress(f"{case.case_id}: {time.perf_counter() - start:.1f} s")
     return result
+
+
+def _score_case(case: Study, model, methods, mask, result: EvaluationResult, *, target, layer, tolerance_mm,
+                energy_tolerance_mm, steps, baseline, randomise, maps_on_file) -> list[dict]:
+    """Predictions of one case per method; localisation rows (into ``result``) when ``mask``."""
+    predictions = []
+    if maps_on_file:
+        heatmap, sidecar = _map_on_file(case)
+        probability = float(sidecar.get("probability", float("nan")))
+        method = str(sidecar.get("method", "map"))
+        predictions.append({"case_id": case.case_id, "method": method, "probability": probability})
+        if mask is not None:
+            scores = localisation_scores(heatmap, mask, case.lesion_centres_ras, tolerance_mm=tolerance_mm,
+                                         energy_tolerance_mm=energy_tolerance_mm)
+            result.rows.append({"case_id": case.case_id, "method": method, "probability": round(probability, 5),
+                                **{k: (int(v) if isinstance(v, bool) else round(float(v), 5)) for k, v in asdict(scores).items()},
+                                "deletion_auc": float("nan"), "insertion_auc": float("nan")})
+        return predictions
+    model_input = model.prepare(case.volume)
+    for method in methods:
+        explanation = explain(model, case, method=method, target=target, layer=layer, model_input=model_input)
+        predictions.append({"case_id": case.case_id, "method": method, "probability": explanation.probability})
+        if mask is None:
+            continue
+        scores = localisation_scores(explanation.heatmap, mask, case.lesion_centres_ras, tolerance_mm=tolerance_mm,
+                                     energy_tolerance_mm=energy_tolerance_mm)
+        x = explanation.model_input.as_tensor()[None].to(model.device)
+        curves = deletion_insertion(model.module, x, explanation.result.map[0], target, steps=steps, baseline=baseline)
+        result.rows.append({
+            "case_id": case.case_id, "method": method, "probability": round(explanation.probability, 5),
+            **{k: (int(v) if isinstance(v, bool) else round(float(v), 5)) for k, v in asdict(scores).items()},
+            "deletion_auc": round(curves.deletion_auc, 5), "insertion_auc": round(curves.insertion_auc, 5),
+        })
+        if randomise:
+            fc_layer = model.gap_head(x).fc_layer if method == "cam" else None
+            for step, item in enumerate(cascading_randomisation(model.module, x, target, method=method,
+                                                                 layer=explanation.layer, fc_layer=fc_layer)):
+                result.randomisation.append({"case_id": case.case_id, "method": method, "step": step, "layer": item.layer,
+                                             "spearman": item.spearman, "ssim": item.ssim})
+    return predictions
 
 
 def _fmt(mean: float, ci: tuple[float, float]) -> str:
     return f"{mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
-def write_report(result: EvaluationResult, out_dir: str | Path, *, title: str, gate: float = 0.5) -> dict[str, Path]:
-    """per_case.csv, randomisation.csv, summary.csv, summary.md and summary.png in ``out_dir``."""
+def write_report(result: EvaluationResult, out_dir: str | Path, *, title: str, gate: float = 0.5,
+                 tolerance_mm: float = 10.0) -> dict[str, Path]:
+    """per_case.csv, predictions.csv, randomisation.csv, errors.csv, summary.csv, summary.md and
+    summary.png in ``out_dir`` (each CSV when it has rows)."""
     import matplotlib.pyplot as plt
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, rows in (("per_case", result.rows), ("randomisation", result.randomisation)):
+    for name, rows in (("per_case", result.rows), ("predictions", result.predictions), ("randomisation", result.randomisation),
+                       ("errors", result.errors)):
         if rows:
             paths[name] = out / f"{name}.csv"
             with open(paths[name], "w", newline="") as handle:
@@ -145,11 +256,19 @@ def write_report(result: EvaluationResult, out_dir: str | Path, *, title: str, g
     paths["summary_csv"] = out / "summary.csv"
     with open(paths["summary_csv"], "w", newline="") as handle:
         flat = [{k: (f"{v[0]:.4f}..{v[1]:.4f}" if isinstance(v, tuple) else v) for k, v in entry.items()} for entry in summary]
-        writer = csv.DictWriter(handle, fieldnames=list(flat[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(flat[0]) if flat else ["method", "cases"])
         writer.writeheader()
         writer.writerows(flat)
-    lines = [f"# {title}", "", "Means with 95% bootstrap confidence intervals; localisation on lesion-positive cases only.", "",
-             "| method | cases | hit rate | hit rate (10 mm) | energy in mask | energy in dilated mask | IoU (Otsu) | peak distance mm "
+    classification = result.classification()
+    lines = [f"# {title}", ""]
+    if classification is not None:
+        lines += [f"Classification: ROC AUC {_fmt(classification['auc'], classification['auc_ci'])} on {classification['cases']} "
+                  f"cases ({classification['positives']} positive).", ""]
+    if result.errors:
+        lines += [f"{len(result.errors)} case(s) could not be scored (errors.csv): "
+                  + "; ".join(f"{e['case_id']}: {e['error']}" for e in result.errors[:5]), ""]
+    lines += ["Means with 95% bootstrap confidence intervals; localisation on lesion-positive cases only.", "",
+             f"| method | cases | hit rate | hit rate ({tolerance_mm:g} mm) | energy in mask | energy in dilated mask | IoU (Otsu) | peak distance mm "
              "| deletion AUC | insertion AUC | hit rate, p >= gate (n) | randomised Spearman (last) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in summary:
@@ -162,6 +281,8 @@ def write_report(result: EvaluationResult, out_dir: str | Path, *, title: str, g
         )
     paths["summary_md"] = out / "summary.md"
     paths["summary_md"].write_text("\n".join(lines) + "\n")
+    if not summary:
+        return paths
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     names = [e["method"] for e in summary]
     for axis, key, label in ((left, "hit", "hit rate (pointing game)"), (right, "deletion_auc", "deletion AUC (lower is better)")):

@@ -47,12 +47,18 @@ class Study:
         SeriesInstanceUID (0020,000E) to read when a DICOM folder holds several series.
     mask_source : Path, Volume or None
         The lesion mask: a file (NIfTI or DICOM) on any grid, or a Volume.
+    label : str or None
+        The class the study is known to belong to (a name or an index, as a manifest gives it).
+    map_source : Path or None
+        A map of it already written (``cam.nii.gz``), for an evaluation to score.
     """
 
     source: Path | None
     case_id: str
     series_uid: str | None = None
     mask_source: Path | Volume | None = None
+    label: str | None = None
+    map_source: Path | None = None
     _loaded: dict = field(default_factory=dict, repr=False, compare=False)
 
     # -- constructors ----------------------------------------------------------------------
@@ -66,7 +72,7 @@ class Study:
         loaded = {"volume": volume, "series": None}
         if lesion_centres_ras is not None:
             loaded["centres"] = np.asarray(lesion_centres_ras, dtype=float).reshape(-1, 3)
-        return cls(Path(source) if source is not None else None, case_id, None, mask, loaded)
+        return cls(Path(source) if source is not None else None, case_id, None, mask, None, None, loaded)
 
     @classmethod
     def from_series(cls, series: DicomSeries, *, case_id: str | None = None, mask: Volume | Path | None = None,
@@ -76,7 +82,7 @@ class Study:
             files = {frame.path for frame in series.frames}
             source = next(iter(files)) if len(files) == 1 else series.frames[0].path.parent
         return cls(Path(source) if source is not None else None, case_id or safe_case_id(series.series_uid),
-                   series.series_uid, mask, {"volume": series.volume, "series": series})
+                   series.series_uid, mask, None, None, {"volume": series.volume, "series": series})
 
     # -- what is read lazily -----------------------------------------------------------------
     @property
@@ -132,6 +138,18 @@ class Study:
         if path.is_file() and is_nifti_path(path):
             return read_nifti(path)
         return read_dicom_series(path).volume
+
+    def mask_on_image_grid(self) -> Volume | None:
+        """The mask carried to the image's grid through world coordinates (as it is when already
+        there): nonzero mask voxels are lesion, an image voxel is lesion when its centre is."""
+        from medcam.geometry import resample_to
+
+        mask = self.mask
+        if mask is None or mask.geometry.is_close(self.volume.geometry, atol=1e-3):
+            return mask
+        binary = Volume((np.asarray(mask.array) > 0).astype(np.float32), mask.geometry)
+        on_grid = resample_to(binary, self.volume.geometry, order=1)
+        return Volume((on_grid.array >= 0.5).astype(np.float32), self.volume.geometry)
 
     @cached_property
     def lesion_centres_ras(self) -> np.ndarray:

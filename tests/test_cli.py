@@ -179,6 +179,52 @@ def test_evaluate_a_monai_bundle_on_a_manifest_with_masks(tmp_path, capsys):
     assert "| cam | 2 |" in capsys.readouterr().out
     rows = (out / "randomisation.csv").read_text().splitlines()
     assert any(",fc," in row for row in rows) and any(",layer4" in row for row in rows)  # layers re-initialised in turn
-    manifest.write_text(f"image\n{SAMPLE / 'ct_lesion.nii.gz'}\n")
-    assert main(["evaluate", "--model", str(bundle), "--manifest", str(manifest), "--out", str(out)]) == 2
-    assert "has no 'mask' (evaluation needs a lesion mask per case)" in capsys.readouterr().err
+
+
+def test_evaluate_a_cohort_with_negatives_errors_and_maps_on_file(tmp_path, capsys):
+    """Negatives and positives (AUC), a mask on another grid, an empty mask and a missing file
+    (recorded, the rest goes on), and maps written earlier scored as they are."""
+    import csv
+
+    from medcam.evaluation import evaluate, manifest_cases
+    from medcam.explanation import explain
+    from medcam.io import read_nifti, write_nifti
+    from medcam.models import load_model
+
+    mask = read_nifti(SAMPLE / "ct_lesion_dicom_mask.nii.gz")
+    write_nifti(type(mask)(np.zeros(mask.shape, np.float32), mask.geometry), tmp_path / "empty.nii.gz")
+    model = load_model(SAMPLE / "models" / "ct3d.pt")
+    explain(model, SAMPLE / "ct_lesion.nii.gz", method="cam", target=1).save(tmp_path / "written", formats=("nifti",))
+    rows = [
+        {"case_id": "dicom", "image": SAMPLE / "ct_lesion_dicom", "mask": SAMPLE / "ct_lesion_dicom_mask.nii.gz", "label": ""},
+        {"case_id": "nifti", "image": SAMPLE / "ct_lesion.nii.gz", "mask": SAMPLE / "ct_lesion_mask.nii.gz", "label": "lesion",
+         "map": tmp_path / "written" / "cam.nii.gz"},
+        {"case_id": "normal", "image": SAMPLE / "ct_normal.nii.gz", "mask": "", "label": "no lesion"},
+        {"case_id": "empty", "image": SAMPLE / "ct_lesion_dicom", "mask": tmp_path / "empty.nii.gz", "label": "1"},
+        {"case_id": "missing", "image": tmp_path / "nope.nii.gz", "mask": "", "label": "0"},
+    ]
+    manifest = tmp_path / "cases.csv"
+    with open(manifest, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["case_id", "image", "mask", "label", "map"])
+        writer.writeheader()
+        writer.writerows(rows)
+    result = evaluate(model, manifest_cases(manifest), ["cam"], steps=3, randomisation_cases=0)
+    assert sorted(row["case_id"] for row in result.rows) == ["dicom", "nifti"]  # the positives with a lesion mask
+    assert sorted({row["case_id"] for row in result.predictions}) == ["dicom", "nifti", "normal"]
+    errors = {row["case_id"]: row["error"] for row in result.errors}
+    assert "is empty on the image's grid" in errors["empty"] and "nope.nii.gz" in errors["missing"]
+    classification = result.classification()
+    assert classification["cases"] == 3 and classification["positives"] == 2 and 0 <= classification["auc"] <= 1
+    # the NIfTI case's mask is on its own grid there; the DICOM case's mask on the DICOM grid
+    computed = {row["case_id"]: row for row in result.rows}
+    on_file = evaluate(None, manifest_cases(manifest), [], maps_on_file=True, class_names=model.class_names)
+    scored = {row["case_id"]: row for row in on_file.rows}
+    assert set(scored) == {"nifti"} and scored["nifti"]["hit"] == computed["nifti"]["hit"]
+    assert scored["nifti"]["energy"] == pytest.approx(computed["nifti"]["energy"], abs=1e-4)
+    assert "no 'map' in the manifest" in {r["case_id"]: r["error"] for r in on_file.errors}["dicom"]
+    out = tmp_path / "report"
+    assert main(["evaluate", "--model", str(SAMPLE / "models" / "ct3d.pt"), "--manifest", str(manifest), "--methods", "cam",
+                 "--steps", "3", "--randomisation-cases", "0", "--out", str(out), "--quiet"]) == 0
+    summary = capsys.readouterr().out
+    assert "Classification: ROC AUC" in summary and "2 case(s) could not be scored" in summary
+    assert (out / "errors.csv").is_file() and (out / "predictions.csv").is_file()

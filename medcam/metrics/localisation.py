@@ -111,15 +111,21 @@ class LocalisationScores:
     peak_distance_mm: float
 
 
-def localisation_scores(heatmap: Volume, mask: Volume, centres_ras: np.ndarray, *, tolerance_mm: float = 10.0) -> LocalisationScores:
-    """Every localisation score of one case (Otsu threshold on the positive part of the map)."""
+def localisation_scores(heatmap: Volume, mask: Volume, centres_ras: np.ndarray, *, tolerance_mm: float = 10.0,
+                        energy_tolerance_mm: float | None = None) -> LocalisationScores:
+    """Every localisation score of one case (Otsu threshold on the positive part of the map).
+
+    ``tolerance_mm`` dilates the mask for the tolerant hit, ``energy_tolerance_mm`` (default: the
+    same) for the energy in the dilated mask.
+    """
+    energy_tolerance_mm = tolerance_mm if energy_tolerance_mm is None else energy_tolerance_mm
     positive = np.clip(np.asarray(heatmap.array), 0, None)
     iou, dice = overlap(heatmap, mask, otsu_threshold(positive)) if positive.max() > 0 else (0.0, 0.0)
     return LocalisationScores(
         hit=pointing_game(heatmap, mask),
         hit_tolerant=pointing_game(heatmap, mask, tolerance_mm=tolerance_mm),
         energy=energy_inside(heatmap, mask),
-        energy_dilated=energy_inside(heatmap, mask, tolerance_mm=tolerance_mm),
+        energy_dilated=energy_inside(heatmap, mask, tolerance_mm=energy_tolerance_mm),
         iou_otsu=iou,
         dice_otsu=dice,
         peak_distance_mm=peak_distance_mm(heatmap, centres_ras),
