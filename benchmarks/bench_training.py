@@ -91,7 +91,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=3, default=(64, 72, 64))
     parser.add_argument("--crop-epochs", type=int)
     parser.add_argument("--epochs", type=int)
-    parser.add_argument("--work", type=Path, help="folder for the cohort and checkpoints (default: a temporary one)")
+    parser.add_argument("--work", type=Path,
+                        help="folder for the cohort and checkpoints (default: a temporary one); a cohort written there before is reused")
     args = parser.parse_args()
 
     from medcam.models import ClassifierConfig
@@ -105,7 +106,11 @@ def main() -> None:
         work = args.work or Path(scratch)
         results = {}
         start = time.perf_counter()
-        manifests = dict(zip(("masks", "labels"), write_cohort(work / "cohort", args.n_train, args.seed)))
+        cohort = work / "cohort"
+        if args.work is not None and (cohort / "with_masks.csv").is_file():  # a cohort this command wrote before
+            manifests = {"masks": cohort / "with_masks.csv", "labels": cohort / "labels_only.csv"}
+        else:
+            manifests = dict(zip(("masks", "labels"), write_cohort(cohort, args.n_train, args.seed)))
         written = time.perf_counter() - start
         print(f"cohort of {args.n_train} written in {written:.0f} s", flush=True)
         for mode in args.modes:

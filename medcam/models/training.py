@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -17,9 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from medcam.errors import MedcamError
+from medcam.errors import MedcamError, MedcamWarning
 from medcam.metrics.classification import ClassificationMetrics, classification_metrics
 from medcam.models.checkpoint import save_checkpoint
+from medcam.models.checks import validation_localisation
 from medcam.models.gap_classifier import ClassifierConfig, GapClassifier
 from medcam.transforms import PreprocessConfig, build_transform, preprocess
 
@@ -269,10 +271,12 @@ def _manifest_path(manifest: Path, value: str | None) -> Path:
     return path if path.is_absolute() else manifest.parent / path
 
 
-def lesion_centred_crops(data: TrainingData, crop_size: Sequence[int], seed: int, *, jitter: float = 0.25) -> TrainingData:
-    """One crop of ``crop_size`` model voxels per case: around a random lesion voxel (shifted by up
-    to ``jitter`` of the crop size) for a case with lesions, around a random foreground voxel
-    (above the image's median) for one without, always inside the volume. Masks are cropped alike.
+def lesion_centred_crops(data: TrainingData, crop_size: Sequence[int], seed: int, *, jitter: float = 0.25,
+                         per_case: int = 1) -> TrainingData:
+    """``per_case`` crops of ``crop_size`` model voxels per case: around a random lesion voxel
+    (shifted by up to ``jitter`` of the crop size) for a case with lesions, around a random
+    foreground voxel (above the image's median) for one without, always inside the volume. Masks
+    are cropped alike.
 
     The cohort counterpart of :func:`make_synthetic_crops` (there, matched pairs share a crop).
     """
@@ -283,9 +287,10 @@ def lesion_centred_crops(data: TrainingData, crop_size: Sequence[int], seed: int
     size = np.asarray(data.images.shape[2:])
     if np.any(crop > size):
         raise TrainingError(f"crop size {tuple(crop)} exceeds the model grid {tuple(size)}")
-    images, masks = [], []
-    for index in range(len(data)):
+    images, masks, labels = [], [], []
+    for index in [i for i in range(len(data)) for _ in range(per_case)]:
         image, mask = data.images[index], data.masks[index]
+        labels.append(int(data.labels[index]))
         candidates = torch.nonzero(mask[0]) if bool(mask.any()) else torch.nonzero(image[0].float() > image[0].float().median())
         if len(candidates) == 0:
             candidates = torch.nonzero(torch.ones_like(mask[0]))
@@ -294,8 +299,8 @@ def lesion_centred_crops(data: TrainingData, crop_size: Sequence[int], seed: int
         window = (slice(None), *[slice(int(a), int(a + c)) for a, c in zip(low, crop)])
         images.append(image[window].clone())
         masks.append(mask[window].clone())
-    summary = {**data.summary, "crop_size": [int(c) for c in crop], "matched_pairs": False}
-    return TrainingData(torch.stack(images), data.labels.clone(), summary, torch.stack(masks))
+    summary = {**data.summary, "crop_size": [int(c) for c in crop], "crops_per_case": per_case, "matched_pairs": False}
+    return TrainingData(torch.stack(images), torch.tensor(labels, dtype=torch.int64), summary, torch.stack(masks))
 
 
 def split_data(data: TrainingData, val_fraction: float, seed: int) -> tuple[TrainingData, TrainingData]:
@@ -433,7 +438,11 @@ def train_classifier(
     ``torch.optim.swa_utils.update_bn``) over a fixed, seeded sample of ``batch_norm_samples``
     training cases (all of them when None or when there are fewer): running averages of sparse
     lesion features drift, and validation and inference would be miscalibrated. ``select_by``
-    "loss" keeps the lowest validation cross-entropy, "auc" the highest validation AUC.
+    "loss" keeps the lowest validation cross-entropy, "auc" the highest validation AUC, "auc+hit"
+    the highest mean of the AUC and the CAM hit rate on the validation positives (with masks).
+    Every epoch measures the validation maps (:func:`medcam.models.checks.validation_localisation`);
+    the kept epoch's figures go into the checkpoint, and a warning says when most of the evidence
+    lies outside the foreground.
     ``localisation_weight`` > 0 adds :func:`localisation_penalty` times that weight to the loss
     (binary tasks; the training data must carry lesion masks): the class-1 CAM is then trained
     to hold its evidence on the lesions and stay neutral elsewhere; its weight rises linearly
@@ -476,6 +485,7 @@ def train_classifier(
         bn_images = train.images[pick.sort().values]
     best: tuple[float, float] | None = None  # (-validation loss, AUC)
     best_metrics: ClassificationMetrics | None = None
+    best_localisation: dict[str, float] = {}
     best_epoch = 0
     history: list[dict[str, float]] = []
     start = time.perf_counter()
@@ -519,23 +529,40 @@ def train_classifier(
         history.append({"epoch": epoch, "train_loss": total_loss / len(train), "val_loss": val_loss, **metrics.to_dict()})
         if localisation_weight:
             history[-1]["localisation_penalty"] = total_penalty / len(train)
+        localisation = validation_localisation(model, val.images, val.labels, val.masks)
+        history[-1].update(localisation)
         # cross-entropy is a proper score: best calibrated and ranked; AUC only ranks
-        key = (-val_loss, metrics.auc) if select_by == "loss" else (metrics.auc, -val_loss)
+        if select_by == "loss":
+            key = (-val_loss, metrics.auc)
+        elif select_by == "auc+hit" and "hit_rate" in localisation:  # classification and localisation alike
+            key = ((metrics.auc + localisation["hit_rate"]) / 2, -val_loss)
+        else:
+            key = (metrics.auc, -val_loss)
         # while the localisation weight is still rising, the map is not yet what will be kept
         improved = epoch > localisation_warmup and (best is None or key > best)
         if improved:
-            best, best_metrics, best_epoch = key, metrics, epoch
+            best, best_metrics, best_epoch, best_localisation = key, metrics, epoch, localisation
             save_checkpoint(
                 out, model, preprocess_config, class_names,
                 training={**summary, "best_epoch": epoch, "seconds": round(time.perf_counter() - start, 1)},
-                metrics={"validation": metrics.to_dict(), "val_loss": val_loss}, modalities=tuple(modalities),
+                metrics={"validation": metrics.to_dict(), "val_loss": val_loss, "localisation": localisation},
+                modalities=tuple(modalities),
             )
         penalty_text = f"  outside-lesion evidence {total_penalty / len(train):.4f}" if localisation_weight else ""
+        hit_text = f"  hit rate {localisation['hit_rate']:.2f}" if "hit_rate" in localisation else ""
         log(
             f"epoch {epoch:3d}/{epochs}  train loss {total_loss / len(train):.4f}{penalty_text}  val loss {val_loss:.4f}  "
-            f"{metrics}{'  *saved' if improved else ''}"
+            f"{metrics}{hit_text}  evidence in foreground {localisation['evidence_in_foreground']:.2f}{'  *saved' if improved else ''}"
         )
-    assert best_metrics is not None
+    if best_metrics is None:
+        raise TrainingError(f"no epoch after the {localisation_warmup} warm-up epochs was kept; train for more epochs")
+    inside = best_localisation["evidence_in_foreground"]
+    if inside < 0.5:
+        message = (f"{out}: only {inside:.0%} of the model's evidence on the validation cases lies in the foreground: its maps "
+                   "point at the air or the edge of the field of view, not at lesions; train with lesion masks (a 'mask' "
+                   "column) or on more cases")
+        log(f"warning: {message}")
+        warnings.warn(message, MedcamWarning, stacklevel=2)
     return TrainingResult(Path(out), best_metrics, best_epoch, history, time.perf_counter() - start)
 
 
@@ -603,9 +630,12 @@ def train_synthetic_task(
 
 #: The manifest recipe's defaults: with lesion masks, the bundled 3D model's recipe (crops first,
 #: with the localisation loss; then whole volumes); with labels only, whole volumes throughout.
+#: ``crops`` is how many crops an epoch of the first stage holds at least (several per case on a
+#: small cohort): the network must see the lesions some hundred optimizer steps before the
+#: localisation loss reaches its full weight, or it learns to say nothing anywhere.
 MANIFEST_RECIPES: dict[str, dict[str, float]] = {
-    "masks": {"crop_epochs": 24, "epochs": 6, "localisation_weight": 1.0, "localisation_warmup": 8},
-    "labels": {"crop_epochs": 0, "epochs": 40, "localisation_weight": 0.0, "localisation_warmup": 0},
+    "masks": {"crop_epochs": 20, "epochs": 4, "localisation_weight": 0.5, "localisation_warmup": 10, "crops": 1400},
+    "labels": {"crop_epochs": 0, "epochs": 40, "localisation_weight": 0.0, "localisation_warmup": 0, "crops": 0},
 }
 
 
@@ -653,11 +683,11 @@ def train_manifest(
     state, extra, first = None, {"recipe": "whole volumes"}, None
     if crop_epochs:
         crop = tuple(crop_size or (max(8, n // 2) for n in preprocess_config.spatial_size))
-        crops = lesion_centred_crops(train, crop, seed)
+        crops = lesion_centred_crops(train, crop, seed, per_case=max(1, -(-int(recipe["crops"] or 1) // len(train))))
         warmup = min(int(recipe["localisation_warmup"]), crop_epochs - 1) if weight else 0
         stage_one = out.with_name(out.name + ".crops.partial")
         log(f"stage 1: {len(crops)} lesion-centred crops of {crop} voxels, {crop_epochs} epochs")
-        first = train_classifier(crops, val, out=stage_one, epochs=crop_epochs, lr=lr, seed=seed, select_by="auc",
+        first = train_classifier(crops, val, out=stage_one, epochs=crop_epochs, lr=lr, seed=seed, select_by="auc+hit",
                                  localisation_weight=weight, localisation_warmup=warmup, **common)
         from medcam.models.checkpoint import load_checkpoint
 
