@@ -12,7 +12,7 @@ from pydicom.uid import generate_uid
 
 from medcam.errors import ExportError
 
-__all__ = ["check_output_dir", "partial_path", "atomic_output", "UidFactory", "derived_object_identity"]
+__all__ = ["check_output_dir", "code_string", "partial_path", "atomic_output", "UidFactory", "derived_object_identity"]
 
 
 def check_output_dir(out_dir: str | Path, inputs: list[str | Path]) -> Path:
@@ -49,6 +49,19 @@ def atomic_output(path: str | Path, *, overwrite: bool = False) -> Iterator[Path
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def code_string(text: str) -> str:
+    """``text`` as a valid DICOM Code String (CS: at most 16 of A-Z, 0-9, space and underscore),
+    as a label: upper case, ``+`` spelt ``P`` (``gradcam++`` -> ``GRADCAMPP``), anything else
+    (spaces too) an underscore.
+
+    >>> code_string("gradcam++"), code_string("my method-2")
+    ('GRADCAMPP', 'MY_METHOD_2')
+    """
+    upper = str(text).upper().replace("+", "P")
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in upper)
+    return cleaned[:16] or "MAP"
 
 
 class UidFactory:

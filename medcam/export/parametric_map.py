@@ -13,7 +13,7 @@ import numpy as np
 from pydicom.sr.coding import Code
 
 from medcam.errors import ExportError
-from medcam.export.outputs import UidFactory, atomic_output, derived_object_identity, set_dimension_organization_uid
+from medcam.export.outputs import UidFactory, atomic_output, code_string, derived_object_identity, set_dimension_organization_uid
 from medcam.export.source_planes import align_frames_with_sources, highdicom_geometry, reference_every_source, source_planes
 from medcam.gc_pause import pauses_gc
 from medcam.geometry import Volume
@@ -79,7 +79,7 @@ def write_parametric_map(
                 window_center=(low + high) / 2, window_width=max(high - low, 1e-6), voi_lut_function="LINEAR_EXACT"
             )
         ],
-        content_label=label.upper().replace(" ", "_")[:16],
+        content_label=code_string(label),
         content_description=description[:64],
         **highdicom_geometry(planes, heatmap),
     )

@@ -558,9 +558,10 @@ def train_classifier(
         raise TrainingError(f"no epoch after the {localisation_warmup} warm-up epochs was kept; train for more epochs")
     inside = best_localisation["evidence_in_foreground"]
     if inside < 0.5:
+        advice = ("the localisation loss left the lesions no evidence: lower --localisation-weight, or train longer on the "
+                  "crops first" if localisation_weight else "train with lesion masks (a 'mask' column) or on more cases")
         message = (f"{out}: only {inside:.0%} of the model's evidence on the validation cases lies in the foreground: its maps "
-                   "point at the air or the edge of the field of view, not at lesions; train with lesion masks (a 'mask' "
-                   "column) or on more cases")
+                   f"point at the air or the edge of the field of view, not at lesions; {advice}")
         log(f"warning: {message}")
         warnings.warn(message, MedcamWarning, stacklevel=2)
     return TrainingResult(Path(out), best_metrics, best_epoch, history, time.perf_counter() - start)
@@ -661,8 +662,9 @@ def train_manifest(
     """Train on a user's cohort (:func:`load_manifest_data`), with lesion masks or labels only.
 
     With a ``mask`` column the recipe is the bundled 3D model's: ``crop_epochs`` on lesion-centred
-    crops (:func:`lesion_centred_crops`, half the model grid per axis unless ``crop_size``) with
-    the localisation loss rising over the first epochs and the best epoch chosen by validation AUC,
+    crops (:func:`lesion_centred_crops`, half the model grid per axis unless ``crop_size``; several
+    per case on a small cohort) with the localisation loss rising over the first epochs and the
+    best epoch chosen by the mean of the validation AUC and CAM hit rate,
     then ``epochs`` on whole volumes from those weights, chosen by validation loss. With labels
     only, ``epochs`` on whole volumes. Defaults: :data:`MANIFEST_RECIPES`.
     """

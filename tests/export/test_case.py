@@ -78,3 +78,17 @@ def test_method_target_and_overlay_options_change_their_objects_uids(tmp_path, e
 def test_fresh_uids_are_the_one_default_everywhere():
     for function in (write_case_outputs, Explanation.save, run_cohort):
         assert inspect.signature(function).parameters["deterministic_uids"].default is False, function
+
+
+@pytest.mark.parametrize("method", ["cam", "gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "scorecam"])
+def test_every_method_name_gives_valid_dicom(tmp_path, explained, method, dciodvfy):
+    """A method name goes into Code String attributes (the Parametric Map's ContentLabel), where
+    '+' is not allowed: every name is made valid for its VR."""
+    model, source = explained
+    explanation = explain(model, source, method=method, target=1)
+    outputs = explanation.save(tmp_path / "out", formats=("pm", "seg"), threshold=float(explanation.heatmap.array.max()) / 2)
+    assert outputs.notes == []
+    pm = pydicom.dcmread(outputs.paths["pm"][0], stop_before_pixels=True)
+    assert pm.ContentLabel == method.upper().replace("+", "P")
+    for path in (outputs.paths["pm"][0], outputs.paths["seg"][0]):
+        assert dciodvfy(path) == [], path
