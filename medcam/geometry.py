@@ -41,6 +41,7 @@ __all__ = [
     "affine_lps_to_ras",
     "affine_ras_to_lps",
     "orientation_codes",
+    "axis_cosine",
     "orthogonal_axes",
     "resample_to",
 ]
@@ -108,16 +109,25 @@ def orthogonal_axes(affine: np.ndarray, *, tolerance: float = 1e-5) -> np.ndarra
     (True, [5.0, 6.0, 7.0])
     """
     affine = np.array(affine, dtype=float, copy=True)
-    linear = affine[:3, :3]
-    lengths = np.linalg.norm(linear, axis=0)
-    directions = linear / lengths
-    cosines = directions.T @ directions - np.eye(3)
-    worst = float(np.abs(cosines).max())
+    worst = axis_cosine(affine)
     if worst == 0.0 or worst > tolerance:
         return affine
-    u, _, vt = np.linalg.svd(directions)
+    lengths = np.linalg.norm(affine[:3, :3], axis=0)
+    u, _, vt = np.linalg.svd(affine[:3, :3] / lengths)
     affine[:3, :3] = (u @ vt) * lengths
     return affine
+
+
+def axis_cosine(affine: np.ndarray) -> float:
+    """The largest cosine between two voxel axes of ``affine``: 0 for an orthogonal grid; a
+    gantry-tilted (sheared) grid has the sine of its tilt here.
+
+    >>> axis_cosine(np.diag([2.0, 3.0, 4.0, 1.0]))
+    0.0
+    """
+    linear = np.asarray(affine, dtype=float)[:3, :3]
+    directions = linear / np.linalg.norm(linear, axis=0)
+    return float(np.abs(directions.T @ directions - np.eye(3)).max())
 
 
 def orientation_codes(affine_ras: np.ndarray) -> str:

@@ -1,4 +1,4 @@
-"""Heatmap as NIfTI (float32, exactly the source affine in qform and sform) plus a JSON sidecar."""
+"""Heatmap as NIfTI (float32, exactly the source affine as sform, and as qform unless sheared) plus a JSON sidecar."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 from medcam.export.outputs import atomic_output
 from medcam.export.parallel_gzip import write_gzip
 from medcam.geometry import Volume
+from medcam.io.nifti import set_affine
 
 __all__ = ["write_heatmap_nifti", "sidecar_path"]
 
@@ -32,8 +33,9 @@ def write_heatmap_nifti(
 ) -> tuple[Path, Path]:
     """Write ``heatmap`` (float32) and ``sidecar`` (JSON) next to each other.
 
-    qform and sform are both the heatmap's affine (code 1, scanner), so for a NIfTI source the
-    shape and affine are identical to the input's. ``.nii.gz`` files are deflated by ISA-L at
+    The sform is the heatmap's affine (code 1, scanner), and so is the qform unless the grid is
+    sheared (:func:`medcam.io.nifti.set_affine`), so for a NIfTI source the shape and affine are
+    identical to the input's. ``.nii.gz`` files are deflated by ISA-L at
     ``compress_level`` (0-3; zlib's level 6 or 9 can cost more than the whole explanation) on
     every CPU at once (:func:`medcam.export.parallel_gzip.write_gzip`); ``.nii``
     files are not compressed. The voxels are streamed out a slab at a time, never copied whole.
@@ -44,8 +46,7 @@ def write_heatmap_nifti(
     header = nib.Nifti1Header()
     header.set_data_shape(array.shape)
     header.set_data_dtype(np.float32)
-    header.set_qform(heatmap.geometry.affine_ras, code=1)
-    header.set_sform(heatmap.geometry.affine_ras, code=1)
+    set_affine(header, heatmap.geometry)
     header.set_xyzt_units("mm")
     header["descrip"] = b"medcam heatmap (raw)"
     with atomic_output(path, overwrite=overwrite) as temporary, open(temporary, "wb") as handle:

@@ -8,9 +8,9 @@ import nibabel as nib
 import numpy as np
 
 from medcam.errors import GeometryError, ImageReadError
-from medcam.geometry import ImageGeometry, Volume
+from medcam.geometry import ImageGeometry, Volume, axis_cosine
 
-__all__ = ["read_nifti", "write_nifti", "NIFTI_SUFFIXES"]
+__all__ = ["read_nifti", "write_nifti", "set_affine", "NIFTI_SUFFIXES"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -53,8 +53,22 @@ def read_nifti(path: str | Path) -> Volume:
     return Volume(data, geometry)
 
 
+def set_affine(header: nib.Nifti1Header, geometry: ImageGeometry) -> None:
+    """The sform is the affine exactly (code 1, scanner); the qform too when the voxel axes are
+    orthogonal. A qform holds only a rotation, spacings and a flip, so a sheared grid (a gantry
+    tilt) cannot be one: its qform code is 0 (unknown) and readers take the sform (ITK, hence
+    3D Slicer and ITK-SNAP, read a shear-stripped qform 1 mm and more off)."""
+    affine = geometry.affine_ras
+    if axis_cosine(affine) > 1e-5:
+        header.set_qform(None, code=0)
+    else:
+        header.set_qform(affine, code=1)
+    header.set_sform(affine, code=1)
+
+
 def write_nifti(volume: Volume, path: str | Path, *, dtype: type = np.float32) -> Path:
-    """Write a volume as NIfTI-1 with qform and sform both set to its affine (code 1, scanner).
+    """Write a volume as NIfTI-1 with its affine as sform and, unless sheared, as qform
+    (:func:`set_affine`).
 
     Float values written with an integer ``dtype`` are rounded and clipped to its range.
 
@@ -67,8 +81,7 @@ def write_nifti(volume: Volume, path: str | Path, *, dtype: type = np.float32) -
         info = np.iinfo(dtype)
         data = np.clip(np.rint(data), info.min, info.max)
     image = nib.Nifti1Image(data.astype(dtype), volume.geometry.affine_ras)
-    image.set_qform(volume.geometry.affine_ras, code=1)
-    image.set_sform(volume.geometry.affine_ras, code=1)
+    set_affine(image.header, volume.geometry)
     image.header.set_xyzt_units("mm")
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     partial = path.with_name(path.name[: -len(suffix)] + ".partial" + suffix)
