@@ -125,15 +125,19 @@ def main() -> None:
             scores = held_out_scores(result.checkpoint, args.n_test, args.test_seed)
             results[mode] = (scores, trained)
             print(f"{mode}: trained in {trained:.0f} s (reading the cohort included), held out "
-                  f"{time.perf_counter() - start - trained:.0f} s", flush=True)
+                  f"{time.perf_counter() - start - trained:.0f} s: {_row(mode, scores, trained)}", flush=True)
         print(f"\n{args.n_train} training cases (seed {args.seed}, 20% of them for validation), {args.n_test} held out "
               f"(seed {args.test_seed}); model grid {tuple(args.size)} at {tuple(args.spacing)} mm")
         print("| training | held-out AUC [95% CI] | CAM hit rate [95% CI] | energy in mask | median peak distance mm | train time |")
         print("| --- | --- | --- | --- | --- | --- |")
-        for mode, (s, trained) in results.items():
-            print(f"| {mode} | {s['auc']:.3f} [{s['auc_ci'][0]:.3f}, {s['auc_ci'][1]:.3f}] "
-                  f"| {s['hit'][0]:.2f} [{s['hit'][1]:.2f}, {s['hit'][2]:.2f}] ({s['positives']} positives) "
-                  f"| {s['energy'][0]:.3f} | {s['peak_distance_median']:.1f} | {trained / 60:.1f} min |")
+        for mode, (scores, trained) in results.items():
+            print(_row(mode, scores, trained))
+
+
+def _row(mode: str, s: dict, trained: float) -> str:
+    return (f"| {mode} | {s['auc']:.3f} [{s['auc_ci'][0]:.3f}, {s['auc_ci'][1]:.3f}] "
+            f"| {s['hit'][0]:.2f} [{s['hit'][1]:.2f}, {s['hit'][2]:.2f}] ({s['positives']} positives) "
+            f"| {s['energy'][0]:.3f} | {s['peak_distance_median']:.1f} | {trained / 60:.1f} min |")
 
 
 if __name__ == "__main__":

@@ -92,8 +92,8 @@ def write_parametric_map(
     shared.PlaneOrientationSequence[0].ImageOrientationPatient = list(planes[0].orientation)
     shared.PixelMeasuresSequence[0].PixelSpacing = list(planes[0].pixel_spacing)
     source = series.datasets[0]
-    for keyword in ("BodyPartExamined", "PatientAge", "PatientWeight", "PatientSize"):
-        if keyword in source and keyword not in pm:
+    for keyword in ("BodyPartExamined", "Laterality", "PatientAge", "PatientWeight", "PatientSize"):
+        if keyword in source and keyword not in pm:  # Laterality (Type 2C) even when empty: that satisfies it
             setattr(pm, keyword, source[keyword].value)
     path = Path(path)
     with atomic_output(path, overwrite=overwrite) as temporary:

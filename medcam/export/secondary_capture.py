@@ -26,11 +26,25 @@ from medcam.io.dicom import DicomSeries
 
 __all__ = ["write_secondary_capture"]
 
-_PATIENT_STUDY = (
-    "SpecificCharacterSet", "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge",
-    "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
-    "StudyDescription", "FrameOfReferenceUID", "BodyPartExamined", "PositionReferenceIndicator",
-)
+#: Attributes of the source's series and frame of reference that the overlay series shares. Laterality
+#: (Type 2C) is copied even when empty: an empty value is what satisfies its condition.
+_SERIES_AND_FRAME = ("SpecificCharacterSet", "FrameOfReferenceUID", "PositionReferenceIndicator", "BodyPartExamined", "Laterality")
+
+
+def patient_and_study_attributes(source: Dataset) -> Dataset:
+    """The source's Patient, Clinical Trial Subject, General Study, Patient Study and Clinical
+    Trial Study modules, as highdicom copies them into the Parametric Map and the SEG (its own
+    tables of the standard, through its public copy method), so the overlay series says what the
+    other objects say (de-identification, clinical trial, weight and size included)."""
+    import highdicom as hd
+
+    holder = hd.SOPClass.__new__(hd.SOPClass)  # only its copying method is used: no object is built
+    Dataset.__init__(holder)
+    holder.copy_patient_and_study_information(source)
+    copied = Dataset()
+    for element in holder:
+        copied.add(element)
+    return copied
 
 
 @pauses_gc
@@ -96,8 +110,8 @@ def slice_attributes(uids: UidFactory, k: int, plane: SourcePlane | None) -> Dat
 
 def _series_template(source_header: Dataset, series_uid: str, series_number: int, description: str) -> Dataset:
     """The attributes every image of the series shares."""
-    ds = Dataset()
-    for keyword in _PATIENT_STUDY:
+    ds = patient_and_study_attributes(source_header)
+    for keyword in _SERIES_AND_FRAME:
         if keyword in source_header:
             ds[keyword] = source_header[keyword]
     ds.SOPClassUID = SecondaryCaptureImageStorage
