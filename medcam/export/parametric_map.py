@@ -1,8 +1,9 @@
 """DICOM Parametric Map of a heatmap, pixel-aligned with the source series (built with highdicom).
 
 float32 frames, MONOCHROME2, no palette, a Real World Value Mapping; same Rows/Columns and
-ImageOrientationPatient as the source, one frame per source slice in spatial order, each
-frame's ImagePositionPatient copied (as the source's decimal strings) from its source slice.
+ImageOrientationPatient as the source, one frame per source slice in ascending order along the
+plane normal, each frame's ImagePositionPatient copied (as the source's decimal strings) from its
+source slice; a shared Frame Anatomy group from the source's anatomy.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from pydicom.sr.coding import Code
 
 from medcam.errors import ExportError
 from medcam.export.outputs import UidFactory, atomic_output, code_string, derived_object_identity, set_dimension_organization_uid
-from medcam.export.source_planes import align_frames_with_sources, highdicom_geometry, reference_every_source, source_planes
+from medcam.export.frame_anatomy import set_frame_anatomy
+from medcam.export.source_planes import (
+    align_frames_with_sources,
+    highdicom_geometry,
+    order_frames_along_normal,
+    reference_every_source,
+    source_planes,
+)
 from medcam.gc_pause import pauses_gc
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
@@ -85,6 +93,8 @@ def write_parametric_map(
     )
     if len(sources) > len(pm.SourceImageSequence):
         reference_every_source(pm, sources)
+    order_frames_along_normal(pm)  # ascending: the order 3D Slicer (dcmqi) stacks them in
+    set_frame_anatomy(pm, series.datasets[0])  # which dcmqi reads without checking it is there
     # the source's decimal strings exactly (highdicom formats its own) and per-frame references
     frame_slices = align_frames_with_sources(pm, planes)
     set_dimension_organization_uid(pm, uids.uid("pm-dimension-organization"))
@@ -92,8 +102,9 @@ def write_parametric_map(
     shared.PlaneOrientationSequence[0].ImageOrientationPatient = list(planes[0].orientation)
     shared.PixelMeasuresSequence[0].PixelSpacing = list(planes[0].pixel_spacing)
     source = series.datasets[0]
-    for keyword in ("BodyPartExamined", "Laterality", "PatientAge", "PatientWeight", "PatientSize"):
-        if keyword in source and keyword not in pm:  # Laterality (Type 2C) even when empty: that satisfies it
+    # (no series Laterality: the Frame Anatomy group's FrameLaterality says it, and then it must be absent)
+    for keyword in ("BodyPartExamined", "PatientAge", "PatientWeight", "PatientSize"):
+        if keyword in source and keyword not in pm:
             setattr(pm, keyword, source[keyword].value)
     path = Path(path)
     with atomic_output(path, overwrite=overwrite) as temporary:
@@ -103,13 +114,15 @@ def write_parametric_map(
 
 def _save(pm, pixels: np.ndarray, frame_slices: list[int], path: Path) -> None:
     """``pm.save_as(path)``, with the float pixel data written from ``pixels`` (frame ``f`` is
-    ``pixels[frame_slices[f]]``) rather than from highdicom's bytes of it: the same bytes,
-    without pydicom's copy of all of them on the way to the file (tested against
-    ``save_as``). FloatPixelData is the last element of the object, so it is appended last."""
+    ``pixels[frame_slices[f]]``: the frames may have been reordered since highdicom made its
+    copy) rather than from highdicom's bytes: without pydicom's copy of all of them on the way to
+    the file (tested against ``save_as``). FloatPixelData is the last element of the object, so
+    it is appended last."""
+    frames = np.asarray(pixels, dtype="<f4")
     if max(pm.keys()) != _FLOAT_PIXEL_DATA:  # not the last element: pydicom writes it all
+        pm.FloatPixelData = np.ascontiguousarray(frames[frame_slices]).tobytes()  # in the frames' (reordered) order
         pm.save_as(path, enforce_file_format=True)
         return
-    frames = np.asarray(pixels, dtype="<f4")
     del pm[_FLOAT_PIXEL_DATA]  # highdicom's copy, freed before writing
     pm.save_as(path, enforce_file_format=True)
     with open(path, "ab") as handle:

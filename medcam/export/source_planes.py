@@ -14,7 +14,7 @@ from medcam.io.dicom import DicomSeries
 
 __all__ = [
     "SourcePlane", "source_planes", "source_reference", "set_source_reference", "reference_every_source",
-    "align_frames_with_sources", "highdicom_geometry",
+    "align_frames_with_sources", "highdicom_geometry", "order_frames_along_normal",
 ]
 
 
@@ -159,6 +159,33 @@ def align_frames_with_sources(instance: Dataset, planes: list[SourcePlane]) -> l
         set_source_reference(item, planes[index])
         order.append(index)
     return order
+
+
+def order_frames_along_normal(instance: Dataset) -> None:
+    """Store a highdicom object's frames in ascending order along the normal of the image plane
+    (row direction x column direction), renumbering their position index to match.
+
+    highdicom stores them the other way round, and 3D Slicer's loader (dcmqi) stacks frames in
+    file order whatever their positions: it would show the map mirrored through the volume. Only
+    the frame order changes; each frame keeps its position, and :func:`align_frames_with_sources`
+    then gives each its slice's pixels.
+    """
+    import numpy as np
+
+    orientation = np.array([float(v) for v in instance.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient])
+    normal = np.cross(orientation[:3], orientation[3:])
+    frames = list(instance.PerFrameFunctionalGroupsSequence)
+    distance = [float(np.array([float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient]) @ normal) for f in frames]
+    ordered = [frames[i] for i in np.argsort(distance, kind="stable")]
+    for number, frame in enumerate(ordered, start=1):
+        content = frame.FrameContentSequence[0]
+        if "DimensionIndexValues" not in content:
+            continue
+        if isinstance(content.DimensionIndexValues, int):  # the position is the one dimension
+            content.DimensionIndexValues = number
+        else:  # the position is the last dimension (a SEG's first is its segment)
+            content.DimensionIndexValues = [*list(content.DimensionIndexValues)[:-1], number]
+    instance.PerFrameFunctionalGroupsSequence = ordered
 
 
 def highdicom_geometry(planes: list[SourcePlane], heatmap: Volume) -> dict:

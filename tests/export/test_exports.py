@@ -361,7 +361,8 @@ def test_a_failing_writer_does_not_leave_the_forked_one_running(tmp_path, ct_stu
 
 def test_parametric_map_file_is_what_pydicom_writes_from_highdicoms_object(tmp_path, oblique_series, monkeypatch):
     """The float pixel data is appended from the map itself, not from highdicom's copy of it;
-    the file is byte for byte what pydicom's save_as writes from highdicom's object."""
+    the file is byte for byte what pydicom's save_as writes from highdicom's object with the
+    pixel data in the order its frames now have (ascending along the normal)."""
     import copy
 
     import medcam.export.parametric_map as pm_module
@@ -370,7 +371,9 @@ def test_parametric_map_file_is_what_pydicom_writes_from_highdicoms_object(tmp_p
     save = pm_module._save
 
     def both(pm, pixels, frame_slices, path):
-        copy.deepcopy(pm).save_as(tmp_path / "pydicom.dcm", enforce_file_format=True)
+        reference = copy.deepcopy(pm)
+        reference.FloatPixelData = np.ascontiguousarray(pixels[frame_slices], dtype="<f4").tobytes()
+        reference.save_as(tmp_path / "pydicom.dcm", enforce_file_format=True)
         save(pm, pixels, frame_slices, path)
 
     monkeypatch.setattr(pm_module, "_save", both)
