@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain_cmd.add_argument("--method", default="cam", help="cam, gradcam, gradcam++, xgradcam, layercam, hirescam, scorecam")
     explain_cmd.add_argument("--class", dest="target", help="class to explain (name or index; default: predicted)")
     explain_cmd.add_argument("--formats", default="nifti,pm,sc,png", help="comma list of nifti (.nii.gz), nii (uncompressed), pm, sc, seg, png")
-    explain_cmd.add_argument("--threshold", type=float, help="raw map value for the SEG output")
+    explain_cmd.add_argument("--threshold",
+                             help="the SEG output's threshold: a raw map value (2.5), a share of the map's maximum (50%%) or a percentile (p99)")
     explain_cmd.add_argument("--series", help="SeriesInstanceUID, when the folder holds several series")
     explain_cmd.add_argument("--device", default="cpu", help="cpu or cuda")
     explain_cmd.add_argument("--deterministic-uids", action="store_true", help="same inputs give the same UIDs")

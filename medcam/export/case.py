@@ -22,6 +22,7 @@ from medcam.export.overlay import source_window
 from medcam.export.parametric_map import write_parametric_map
 from medcam.export.secondary_capture import write_secondary_capture
 from medcam.export.seg import write_segmentation
+from medcam.export.threshold import Threshold, parse_threshold
 from medcam.gc_pause import pauses_gc
 from medcam.heap import return_free_heap
 
@@ -58,7 +59,7 @@ def write_case_outputs(
     out_dir: str | Path,
     *,
     formats: Sequence[str] = DEFAULT_FORMATS,
-    threshold: float | None = None,
+    threshold: float | str | Threshold | None = None,
     deterministic_uids: bool = False,
     overwrite: bool = False,
     name: str = "cam",
@@ -68,7 +69,8 @@ def write_case_outputs(
     """Write the asked-for ``formats`` of ``explanation`` into ``out_dir`` (``Explanation.save``).
 
     The DICOM outputs need a DICOM study (its headers, ``explanation.study.series``).
-    ``threshold`` (raw map units) is needed for ``seg``; ``colormap`` and ``opacity`` shape the
+    ``threshold`` is needed for ``seg``: raw map units (2.5), a share of the map's maximum ("50%")
+    or a percentile ("p99"), see :func:`medcam.export.threshold.parse_threshold`; ``colormap`` and ``opacity`` shape the
     Secondary Capture overlay. With ``deterministic_uids`` each DICOM object's UIDs are a function
     of everything that shapes it (:func:`request_seed`): the same request gives the same UIDs
     (and identical files), any change gives new ones.
@@ -76,8 +78,9 @@ def write_case_outputs(
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ExportError(f"unknown output formats {unknown}; valid: {', '.join(FORMATS)}")
+    threshold = parse_threshold(threshold)
     if "seg" in formats and threshold is None:
-        raise ExportError("the 'seg' output needs a threshold (in raw map units)")
+        raise ExportError("the 'seg' output needs a threshold: raw map units (2.5), a share of the maximum (50%) or a percentile (p99)")
     if "nifti" in formats and "nii" in formats:
         raise ExportError("choose one NIfTI output: 'nifti' (.nii.gz) or 'nii' (uncompressed .nii)")
     study = explanation.study
@@ -94,7 +97,7 @@ def write_case_outputs(
         "peak_voxel_ijk": list(explanation.peak_index), "peak_lps_mm": [round(float(v), 3) for v in explanation.peak_lps],
         "model": provenance.to_dict(), "model_sha256": provenance.sha256, "source": str(source_path),
         "source_series_uid": series.series_uid if series is not None else None,
-        "threshold": threshold, "versions": _versions(),
+        "threshold": threshold.to_dict(explanation.heatmap.array) if threshold is not None else None, "versions": _versions(),
     }
     request = {  # what shapes every object (its own parts are added per object below)
         "source": sidecar["source_series_uid"] or str(source_path),
@@ -102,7 +105,7 @@ def write_case_outputs(
         "method": result.method, "layer": result.layer, "target": explanation.target, "medcam": __version__,
     }
     pm_uids = _uid_factory(deterministic_uids, request, "pm")
-    seg_uids = _uid_factory(deterministic_uids, request, "seg", threshold=threshold)
+    seg_uids = _uid_factory(deterministic_uids, request, "seg", threshold=sidecar["threshold"])
     sc_uids = _uid_factory(deterministic_uids, request, "sc", colormap=colormap, opacity=opacity)
     outputs = CaseOutputs()
     heatmap = explanation.heatmap
@@ -138,7 +141,7 @@ def write_case_outputs(
                         label=result.method, description=f"medcam {result.method} map (raw)")])
                 elif fmt == "seg":
                     written["seg"] = _attempt(lambda: [write_segmentation(
-                        heatmap, series, out / f"{name}_seg.dcm", threshold=float(threshold), uids=seg_uids,
+                        heatmap, series, out / f"{name}_seg.dcm", threshold=threshold, uids=seg_uids,
                         method=result.method, overwrite=overwrite)])
             if secondary_capture is not None:
                 written["sc"] = _attempt(secondary_capture.result)

@@ -9,8 +9,18 @@ from pydicom.sr.codedict import codes
 
 from medcam import __version__
 from medcam.errors import ExportError
-from medcam.export.outputs import UidFactory, atomic_output, derived_object_identity, set_dimension_organization_uid
-from medcam.export.source_planes import align_frames_with_sources, highdicom_geometry, source_planes
+from medcam.export.outputs import (
+    UidFactory,
+    atomic_output,
+    derived_object_identity,
+    set_dimension_organization_uid,
+)
+from medcam.export.source_planes import (
+    align_frames_with_sources,
+    highdicom_geometry,
+    source_planes,
+)
+from medcam.export.threshold import Threshold, parse_threshold
 from medcam.gc_pause import pauses_gc
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
@@ -24,7 +34,7 @@ def write_segmentation(
     series: DicomSeries,
     path: str | Path,
     *,
-    threshold: float,
+    threshold: float | str | Threshold,
     uids: UidFactory | None = None,
     series_number: int = 9003,
     method: str = "cam",
@@ -32,22 +42,27 @@ def write_segmentation(
 ) -> Path:
     """Write ``heatmap >= threshold`` as a BINARY Segmentation aligned with the source slices.
 
-    The threshold is in the map's raw units and is recorded in the segment description and
-    in ContentDescription. Empty frames are kept so frames match source slices one to one.
+    The threshold is a raw value, a share of the map's maximum ("50%") or a percentile ("p99")
+    (:func:`medcam.export.threshold.parse_threshold`); the object records it as given and in
+    raw units (segment label, algorithm parameters, ContentDescription). Empty frames are kept
+    so frames match source slices one to one.
     """
     import highdicom as hd
 
     planes = source_planes(series, heatmap, "Segmentation")
-    mask = np.ascontiguousarray((np.asarray(heatmap.array) >= threshold).transpose(2, 1, 0)).astype(np.uint8)
+    given = parse_threshold(threshold)
+    raw = given.raw(np.asarray(heatmap.array))
+    stated = f"{raw:.4g}" if given.unit == "raw" else f"{given.describe()} = {raw:.4g}"
+    mask = np.ascontiguousarray((np.asarray(heatmap.array) >= raw).transpose(2, 1, 0)).astype(np.uint8)
     if not mask.any():
-        raise ExportError(f"Segmentation: no voxel reaches the threshold {threshold:g} (map maximum {float(heatmap.array.max()):g})")
+        raise ExportError(f"Segmentation: no voxel reaches the threshold {stated} (map maximum {float(heatmap.array.max()):g})")
     algorithm = hd.AlgorithmIdentificationSequence(
         name="medcam", version=__version__, family=codes.cid7162.ArtificialIntelligence,
-        parameters={"method": method, "threshold": f"{threshold:g}"},
+        parameters={"method": method, "threshold": f"{raw:g}", "threshold_as_given": given.describe()},
     )
     segment = hd.seg.SegmentDescription(
         segment_number=1,
-        segment_label=f"{method} >= {threshold:g}"[:64],
+        segment_label=f"{method} >= {stated}"[:64],
         segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
         segmented_property_type=codes.SCT.Lesion,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
@@ -60,7 +75,7 @@ def write_segmentation(
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[segment],
         **derived_object_identity(uids, "seg", series_number),
-        content_description=f"{method} map thresholded at {threshold:g}"[:64],
+        content_description=f"{method} map >= {stated} (raw units)"[:64],
         **highdicom_geometry(planes, heatmap),
         omit_empty_frames=False,
     )
