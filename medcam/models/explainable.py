@@ -22,7 +22,7 @@ from torch import nn
 
 from medcam.cam.base import CamError
 from medcam.cam.head import GapHead, find_gap_head
-from medcam.errors import CheckpointError, GeometryError, ModalityError
+from medcam.errors import CheckpointError, GeometryError, MedcamError, ModalityError
 from medcam.geometry import Volume
 from medcam.models.provenance import ModelProvenance
 from medcam.transforms import build_transform, run_transform, to_meta_tensor
@@ -95,8 +95,26 @@ class ExplainableModel:
         raise CamError(f"class {name_or_index!r}: expected {choices}")
 
     def prepare(self, volume: Volume):
-        """The model input of ``volume``: a ``MetaTensor (C, *model spatial)`` with its RAS affine."""
-        tensor = self.preprocessing(to_meta_tensor(volume, self.spatial_dims))
+        """The model input of ``volume``: a ``MetaTensor (C, *model spatial)`` with its RAS affine.
+
+        Raises
+        ------
+        MedcamError
+            The preprocessing failed on this volume (the message gives the root cause), or
+            returned something that is not a channel-first MetaTensor of the model's dims.
+        """
+        source = to_meta_tensor(volume, self.spatial_dims)
+        try:
+            tensor = self.preprocessing(source)
+        except MedcamError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - MONAI wraps a failing step's error in RuntimeError
+            cause = exc
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            detail = " ".join(str(cause).split())[:300]
+            raise MedcamError(f"{self.provenance.name}: its preprocessing failed on a volume of shape {volume.shape} "
+                              f"({type(cause).__name__}: {detail})") from exc
         if not hasattr(tensor, "affine"):
             raise GeometryError(
                 f"{self.provenance.name}: the preprocessing returned {type(tensor).__name__} without an affine; "

@@ -77,6 +77,16 @@ def test_torchscript_and_affine_dropping_preprocessing_are_refused(resnet):
         explain(model, SAMPLE / "ct_normal.nii.gz")
 
 
+def test_a_preprocessing_that_fails_is_a_one_line_error(resnet):
+    from monai.transforms import ResizeWithPadOrCrop
+
+    from medcam.errors import MedcamError
+
+    model = from_module(resnet, Compose([ResizeWithPadOrCrop((32, 32))]), ["a", "b"])  # 2D size for a 3D volume
+    with pytest.raises(MedcamError, match=r"ResNet: its preprocessing failed on a volume of shape \(96, 96, 40\)"):
+        explain(model, SAMPLE / "ct_lesion_dicom")
+
+
 def test_a_study_of_another_modality_is_refused_unless_allowed():
     model = load_model(SAMPLE / "models" / "ct3d.pt")
     assert model.modalities == ("CT",)
