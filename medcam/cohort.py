@@ -105,7 +105,7 @@ def _explain_case(study: Study, model: ExplainableModel, out_dir: Path, model_lo
     start = time.perf_counter()
     row = {"case_id": study.case_id, "source": str(study.source), "series_uid": study.series_uid or ""}
     try:
-        study.volume  # read here, outside the model lock: reading and writing run in parallel
+        _ = study.volume  # read here, outside the model lock: reading and writing run in parallel
         row["series_uid"], row["modality"] = study.source_series_uid or "", study.modality or "NIfTI"
         with model_lock:  # one model, one case at a time on it
             explanation = explain(model, study, method=method, **options)
