@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain_cmd.add_argument("--out", type=Path, required=True, help="output folder (not inside the input)")
     explain_cmd.add_argument("--method", default="cam", help="cam, gradcam, gradcam++, xgradcam, layercam, hirescam, scorecam")
     explain_cmd.add_argument("--class", dest="target", help="class to explain (name or index; default: predicted)")
-    explain_cmd.add_argument("--formats", default="nifti,pm,sc,png", help="comma list of nifti (.nii.gz), nii (uncompressed), pm, sc, seg, png")
+    explain_cmd.add_argument("--formats", default="nifti,pm,sc,png", help="comma list of nifti (.nii.gz), nii (uncompressed), pm, sc, seg, sr, png")
     explain_cmd.add_argument("--threshold",
                              help="the SEG output's threshold: a raw map value (2.5), a share of the map's maximum (50%%) or a percentile (p99)")
     explain_cmd.add_argument("--series", help="SeriesInstanceUID, when the folder holds several series")

@@ -1,5 +1,6 @@
 """Write every output of one explained study: NIfTI + sidecar, Parametric Map, Secondary Capture
-series, optional SEG, PNG. Outputs that the source cannot support are skipped with a note."""
+series, optional SEG and AI-result SR, PNG. Outputs that the source cannot support are skipped
+with a note."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+import pydicom
 
 from medcam import __version__
 from medcam.errors import ExportError
@@ -22,6 +25,7 @@ from medcam.export.overlay import source_window
 from medcam.export.parametric_map import write_parametric_map
 from medcam.export.secondary_capture import write_secondary_capture
 from medcam.export.seg import write_segmentation
+from medcam.export.structured_report import write_structured_report
 from medcam.export.threshold import Threshold, parse_threshold
 from medcam.gc_pause import pauses_gc
 from medcam.heap import return_free_heap
@@ -30,7 +34,7 @@ __all__ = ["FORMATS", "CaseOutputs", "write_case_outputs"]
 
 #: "nifti" writes ``<name>.nii.gz`` (ISA-L gzip level 1, all CPUs); "nii" the same map uncompressed
 #: (``<name>.nii``, about 4 bytes a voxel, written at disk speed).
-FORMATS = ("nifti", "nii", "pm", "sc", "seg", "png")
+FORMATS = ("nifti", "nii", "pm", "sc", "seg", "sr", "png")
 DEFAULT_FORMATS = ("nifti", "pm", "sc", "png")
 
 
@@ -115,8 +119,8 @@ def write_case_outputs(
     if wants_nifti and nifti_path.exists() and not overwrite:  # refuse before anything is written
         raise ExportError(f"{nifti_path}: already exists; pass overwrite=True (--overwrite) to replace it")
     dicom_formats = [f for f in ("pm", "sc", "seg") if f in formats]
-    if dicom_formats and series is None:
-        outputs.notes.append(f"{', '.join(dicom_formats)}: skipped, the source is not DICOM")
+    if series is None and (dicom_formats or "sr" in formats):
+        outputs.notes.append(f"{', '.join(dicom_formats + ['sr'] * ('sr' in formats))}: skipped, the source is not DICOM")
         dicom_formats = []
     # The Secondary Capture series (pydicom and numpy, mostly Python) is written by a forked child
     # while highdicom's objects are written here: two writers on two CPUs. It is forked first,
@@ -156,6 +160,16 @@ def write_case_outputs(
             outputs.notes.append(f"{fmt}: skipped, {written[fmt]}")
         else:
             outputs.paths[fmt] = written[fmt]
+    if "sr" in formats and series is not None:  # after the objects it references
+        referenced = [p for fmt in ("pm", "seg") for p in outputs.paths.get(fmt, [])]
+        references = [str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in referenced]
+        sr_uids = _uid_factory(deterministic_uids, request, "sr", references=references)
+        report = _attempt(lambda: [write_structured_report(explanation, out / f"{name}_sr.dcm", uids=sr_uids,
+                                                           referenced_objects=referenced, overwrite=overwrite)])
+        if isinstance(report, ExportError):
+            outputs.notes.append(f"sr: skipped, {report}")
+        else:
+            outputs.paths["sr"] = report
     if "png" in formats:
         window = source_window(series.datasets, explanation.source.array) if series is not None else None
         title = f"{result.method}: {explanation.target_name} p={explanation.probability:.3f}"
