@@ -165,6 +165,7 @@ def _cohort(args: argparse.Namespace, model, cases, roots=()) -> int:
         cases, model, args.out, method=args.method, formats=_parse_formats(args.formats), workers=args.workers,
         force=args.force, deterministic_uids=args.deterministic_uids, input_roots=roots, progress=progress, log=log,
         layer=args.layer, fc_layer=args.fc_layer, allow_modality_mismatch=args.allow_modality_mismatch,
+        target=args.target, threshold=args.threshold,
     )
     print(summary)
     return 1 if summary.failed and not args.allow_failures else 0

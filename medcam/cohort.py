@@ -51,7 +51,24 @@ def find_cases(root: str | Path) -> list[Study]:
                 cases.append(Study(bad.path, safe_case_id(str(bad.path.relative_to(root)))))
     if not cases:
         raise MedcamError(f"{root}: no NIfTI file or DICOM image series found")
-    return sorted(cases, key=lambda c: c.case_id)
+    return sorted(_unique_ids(cases), key=lambda c: c.case_id)
+
+
+def _unique_ids(cases: list[Study]) -> list[Study]:
+    """Cases whose ids collide (two series of one folder with the same SeriesNumber, say) get a
+    short digest of their series UID or path appended: one folder per case, always."""
+    from collections import Counter
+    from dataclasses import replace
+    from hashlib import sha256
+
+    counts = Counter(case.case_id for case in cases)
+    unique = []
+    for case in cases:
+        if counts[case.case_id] > 1:
+            key = case.series_uid or str(case.source)
+            case = replace(case, case_id=f"{case.case_id}_{sha256(key.encode()).hexdigest()[:8]}", _loaded={})
+        unique.append(case)
+    return unique
 
 
 def cases_from_csv(path: str | Path) -> list[Study]:
@@ -62,13 +79,19 @@ def cases_from_csv(path: str | Path) -> list[Study]:
         rows = list(csv.DictReader(handle))
     if not rows or "image" not in rows[0]:
         raise MedcamError(f"{path}: expected a CSV with an 'image' column and at least one row")
-    cases = []
-    for row in rows:
-        source = Path(row["image"])
-        source = source if source.is_absolute() else path.parent / source
+    cases, seen = [], {}
+    for number, row in enumerate(rows, start=2):
+        given = Path(row["image"])
+        source = given if given.is_absolute() else path.parent / given
+        # the id: the case_id column, else the path as written (patient1/ct.nii.gz and patient2/ct.nii.gz differ)
+        case_id = safe_case_id(row.get("case_id") or str(given))
+        if case_id in seen:
+            raise MedcamError(f"{path} rows {seen[case_id]} and {number}: both are case {case_id!r}; "
+                              "give each row its own case_id (every case writes its own folder)")
+        seen[case_id] = number
         mask, map_path = (Path(row[key].strip()) if (row.get(key) or "").strip() else None for key in ("mask", "map"))
         mask, map_path = (p if p is None or p.is_absolute() else path.parent / p for p in (mask, map_path))
-        cases.append(Study(source, safe_case_id(row.get("case_id") or source.name), row.get("series_uid") or None, mask,
+        cases.append(Study(source, case_id, row.get("series_uid") or None, mask,
                            (row.get("label") or "").strip() or None, map_path))
     return cases
 
@@ -101,7 +124,7 @@ def _complete(row: dict[str, str] | None) -> bool:
 
 
 def _explain_case(study: Study, model: ExplainableModel, out_dir: Path, model_lock: threading.Lock, *, method: str,
-                  formats: Sequence[str], deterministic_uids: bool, overwrite: bool, **options) -> dict[str, str]:
+                  formats: Sequence[str], deterministic_uids: bool, overwrite: bool, threshold=None, **options) -> dict[str, str]:
     start = time.perf_counter()
     row = {"case_id": study.case_id, "source": str(study.source), "series_uid": study.series_uid or ""}
     try:
@@ -109,8 +132,8 @@ def _explain_case(study: Study, model: ExplainableModel, out_dir: Path, model_lo
         row["series_uid"], row["modality"] = study.source_series_uid or "", study.modality or "NIfTI"
         with model_lock:  # one model, one case at a time on it
             explanation = explain(model, study, method=method, **options)
-        outputs = explanation.save(out_dir / study.case_id, formats=formats, deterministic_uids=deterministic_uids,
-                                   overwrite=overwrite)
+        outputs = explanation.save(out_dir / study.case_id, formats=formats, threshold=threshold,
+                                   deterministic_uids=deterministic_uids, overwrite=overwrite)
         files = [p for paths in outputs.paths.values() for p in paths]
         row.update(
             prediction=explanation.target_name, probability=f"{explanation.probability:.4f}",
@@ -141,11 +164,15 @@ def run_cohort(
     layer: str | None = None,
     fc_layer: str | None = None,
     allow_modality_mismatch: bool = False,
+    target: int | str | None = None,
+    threshold: float | str | None = None,
 ) -> CohortSummary:
     """Explain every case into ``out_dir/<case_id>/`` and keep ``out_dir/manifest.csv`` up to date.
 
     ``model`` is an :class:`~medcam.models.ExplainableModel` (or a Checkpoint or path);
-    ``layer``, ``fc_layer`` and ``allow_modality_mismatch`` are passed to :func:`medcam.explain`.
+    ``target``, ``layer``, ``fc_layer`` and ``allow_modality_mismatch`` are passed to
+    :func:`medcam.explain`, ``threshold`` to :meth:`Explanation.save` (the SEG's), as for one case.
+    A class or threshold that cannot be used is refused before any case runs.
 
     Cases recorded as ``ok`` whose outputs all exist are skipped unless ``force``. The
     manifest is rewritten (atomically) after every case, so an interrupted run resumes.
@@ -156,6 +183,13 @@ def run_cohort(
     from medcam.export.outputs import atomic_output, check_output_dir
 
     model = as_model(model)
+    if target is not None:
+        target = model.class_index(target)
+    if threshold is not None or "seg" in formats:
+        from medcam.export.threshold import parse_threshold
+
+        if parse_threshold(threshold) is None:
+            raise MedcamError("the 'seg' output needs --threshold: a raw value (2.5), a share of the maximum (50%) or a percentile (p99)")
     out = check_output_dir(out_dir, [*input_roots, *(case.source for case in cases if case.source is not None and case.source.is_dir())])
     manifest_path = out / "manifest.csv"
     rows = _read_manifest(manifest_path)
@@ -177,7 +211,7 @@ def run_cohort(
         futures = {
             pool.submit(_explain_case, case, model, out, lock, method=method, formats=formats,
                         deterministic_uids=deterministic_uids, overwrite=True, layer=layer, fc_layer=fc_layer,
-                        allow_modality_mismatch=allow_modality_mismatch): case
+                        allow_modality_mismatch=allow_modality_mismatch, target=target, threshold=threshold): case
             for case in todo
         }
         for future in as_completed(futures):

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import torch
 
@@ -104,3 +105,52 @@ def test_cohort_with_a_monai_bundle_and_masks_from_the_csv(cohort, tmp_path):
     assert (summary.done, summary.failed) == (2, 0), rows
     assert rows["p0"]["modality"] == "CT" and rows["p0"]["outputs"].count("gradcam") == 3  # nifti, sidecar, pm
     assert rows["extra"]["prediction"] in ("no lesion", "lesion")
+
+
+def test_case_ids_are_unique_and_never_leave_the_output_folder(tmp_path):
+    """Two series in one folder with the same SeriesNumber, and CSV rows that share a file name,
+    get one case each (one folder each); a repeated case_id is refused; ids are folder names."""
+    from medcam.cohort import cases_from_csv
+    from medcam.errors import MedcamError
+
+    root = tmp_path / "cohort"
+    geometry = axial_geometry((16, 12, 6), (12.0, 12.0, 16.0))
+    study = StudyInfo(patient_id="P")
+    (root / "mixed").mkdir(parents=True)
+    for seed in (0, 1):  # two series, both SeriesNumber 1, in one folder
+        volume = make_study(ct_abdomen_scene(np.random.default_rng(seed)), geometry, seed=seed).volume
+        series_uid = pydicom.uid.generate_uid()  # the writer derives UIDs from the study and SeriesNumber
+        for path in write_dicom_series(volume, tmp_path / f"series{seed}", study=study, series_number=1):
+            ds = pydicom.dcmread(path)
+            ds.SeriesInstanceUID = series_uid
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+            ds.save_as(root / "mixed" / f"S{seed}_{path.name}")
+    cases = find_cases(root)
+    assert len(cases) == 2 and len({c.case_id for c in cases}) == 2 and len({c.series_uid for c in cases}) == 2
+    for name in ("patient1", "patient2"):
+        write_nifti(make_study(ct_abdomen_scene(np.random.default_rng(3)), geometry, seed=3).volume, tmp_path / name / "ct.nii.gz")
+    listing = tmp_path / "list.csv"
+    listing.write_text("image\npatient1/ct.nii.gz\npatient2/ct.nii.gz\n")
+    ids = [case.case_id for case in cases_from_csv(listing)]
+    assert ids == ["patient1_ct.nii.gz", "patient2_ct.nii.gz"]
+    listing.write_text("image,case_id\npatient1/ct.nii.gz,a\npatient2/ct.nii.gz,a\n")
+    with pytest.raises(MedcamError, match="rows 2 and 3: both are case 'a'"):
+        cases_from_csv(listing)
+    listing.write_text("image,case_id\npatient1/ct.nii.gz,../../escape\n")
+    (case,) = cases_from_csv(listing)
+    assert "/" not in case.case_id and ".." not in case.case_id
+
+
+def test_cohort_mode_takes_the_class_and_the_seg_threshold(cohort, model_path, tmp_path, capsys):
+    args = ["explain", str(cohort), "--model", str(model_path), "--out", str(tmp_path / "out"), "--allow-failures"]
+    assert main([*args, "--class", "tumour"]) == 2
+    assert "class 'tumour': expected one of ['no', 'yes']" in capsys.readouterr().err
+    assert main([*args, "--formats", "nifti,seg"]) == 2
+    assert "the 'seg' output needs --threshold" in capsys.readouterr().err
+    assert main([*args, "--formats", "nifti,seg", "--threshold", "50%", "--class", "yes"]) == 0
+    rows = _manifest(tmp_path / "out")
+    good = [row for row in rows.values() if row["status"] == "ok"]
+    assert len(good) == 3 and all(row["prediction"] == "yes" for row in good)  # the class asked for, not the predicted
+    dicom = [row for row in good if row["modality"] == "CT"]
+    assert len(dicom) == 2 and all(any(p.endswith("cam_seg.dcm") for p in row["outputs"].split(";")) for row in dicom)
+    assert "seg: skipped, the source is not DICOM" in rows["extra.nii.gz"]["error"]
