@@ -212,6 +212,11 @@ def read_dicom_series(
             del decoded[plane.dataset_index]
     decoded.clear()
 
+    bad = int(np.count_nonzero(~np.isfinite(array)))
+    if bad:
+        slopes = sorted({plane.slope for plane in planes})[:3]
+        raise ImageReadError(f"{series_name}: {bad} voxels are NaN or infinite after the modality LUT "
+                             f"(RescaleSlope {slopes}); expected finite values everywhere")
     if layout.resampling is not None:
         array = np.stack([(1 - w) * array[..., a] + w * array[..., b] for a, b, w in layout.resampling], axis=-1)
         array = np.asfortranarray(array, dtype=np.float32)

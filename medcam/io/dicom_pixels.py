@@ -31,7 +31,7 @@ def decode_frames(ds: Dataset, path: Path, n_frames: int) -> np.ndarray:
         The pixel data cannot be decoded (truncated, or no decoder for its transfer syntax).
     """
     rows, columns = int(ds.Rows), int(ds.Columns)
-    pixels = _native(ds, n_frames * rows * columns)
+    pixels = _native(ds, n_frames * rows * columns, path)
     if pixels is None:
         try:
             pixels = np.asarray(ds.pixel_array)
@@ -44,8 +44,11 @@ def decode_frames(ds: Dataset, path: Path, n_frames: int) -> np.ndarray:
     return pixels.reshape(n_frames, rows, columns)
 
 
-def _native(ds: Dataset, count: int) -> np.ndarray | None:
-    """``count`` stored values read with numpy, or None where pydicom must decode."""
+def _native(ds: Dataset, count: int, path: Path | str = "the file") -> np.ndarray | None:
+    """``count`` stored values read with numpy, or None where pydicom must decode.
+
+    Raises ImageReadError when the uncompressed pixel data is longer than the header declares
+    (BitsAllocated 8 over 16-bit pixels, say): its values would be read from the wrong bytes."""
     meta = getattr(ds, "file_meta", None)
     if meta is None or meta.get("TransferSyntaxUID") not in _NATIVE_LITTLE_ENDIAN or "PixelData" not in ds:
         return None
@@ -58,6 +61,12 @@ def _native(ds: Dataset, count: int) -> np.ndarray | None:
     data = ds.PixelData  # a deferred value is read from the file here
     if not isinstance(data, (bytes, bytearray)) or len(data) < count * dtype.itemsize:
         return None  # pydicom says what is wrong
+    declared = count * dtype.itemsize
+    if len(data) > declared + 1:  # one byte of padding to an even length is allowed
+        raise ImageReadError(
+            f"{path}: the pixel data holds {len(data)} bytes but the header declares {declared} "
+            f"({count} values of {allocated} bits: Rows, Columns, NumberOfFrames, BitsAllocated); refusing to guess which is wrong"
+        )
     pixels = np.frombuffer(data, dtype=dtype, count=count)
     if stored < allocated:  # the unused high bits: cleared (unsigned) or copies of the sign bit
         shift = allocated - stored

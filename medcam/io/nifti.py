@@ -34,7 +34,11 @@ def read_nifti(path: str | Path) -> Volume:
         raise ImageReadError(f"{path}: no such file")
     try:
         image = nib.load(str(path))
+        if np.issubdtype(image.get_data_dtype(), np.complexfloating):
+            raise ImageReadError(f"{path}: complex voxels ({image.get_data_dtype()}); expected real values (take the magnitude first)")
         data = np.asarray(image.get_fdata(dtype=np.float32))
+    except ImageReadError:
+        raise
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types on bad files
         raise ImageReadError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
     if data.ndim == 4 and data.shape[3] == 1:
@@ -46,11 +50,43 @@ def read_nifti(path: str | Path) -> Volume:
     bad = int(np.count_nonzero(~np.isfinite(data)))
     if bad:
         raise ImageReadError(f"{path}: {bad} voxels are NaN or infinite; expected finite values everywhere")
+    _check_pixel_sizes(image, path)
     try:
         geometry = ImageGeometry(data.shape, image.affine)
     except GeometryError as exc:
         raise GeometryError(f"{path}: {exc}") from exc
     return Volume(data, geometry)
+
+
+def _stored_pixdim(path: Path) -> np.ndarray | None:
+    """pixdim[1:4] as the file stores it (nibabel replaces zeros with 1 while it reads)."""
+    import gzip
+
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        block = handle.read(540)
+    for order in ("<", ">"):
+        size = int(np.frombuffer(block[:4], dtype=f"{order}i4")[0]) if len(block) >= 4 else 0
+        if size == 348 and len(block) >= 108:  # NIfTI-1: float32 pixdim at byte 76
+            return np.frombuffer(block[76:108], dtype=f"{order}f4")[1:4].astype(float)
+        if size == 540 and len(block) >= 168:  # NIfTI-2: float64 pixdim at byte 104
+            return np.frombuffer(block[104:168], dtype=f"{order}f8")[1:4].astype(float)
+    return None
+
+
+def _check_pixel_sizes(image, path: Path) -> None:
+    """Refuse a zero or non-finite voxel size in ``pixdim`` where the affine comes from it (no
+    sform): nibabel would put 1 mm there, a geometry the file does not hold."""
+    header = image.header
+    if int(header["sform_code"]) > 0:
+        return
+    sizes = _stored_pixdim(path)
+    if sizes is None:
+        return
+    spatial = min(3, int(header["dim"][0]))
+    if np.any(~np.isfinite(sizes[:spatial])) or np.any(sizes[:spatial] == 0):
+        raise ImageReadError(f"{path}: voxel size {sizes[:spatial].tolist()} mm in the header (pixdim) and no sform; "
+                             "the geometry is unknown")
 
 
 def set_affine(header: nib.Nifti1Header, geometry: ImageGeometry) -> None:
