@@ -25,7 +25,7 @@ __all__ = ["MANIFEST_COLUMNS", "find_cases", "cases_from_csv", "run_cohort", "Co
 
 MANIFEST_COLUMNS = (
     "case_id", "source", "series_uid", "modality", "prediction", "probability", "peak_lps_mm",
-    "outputs", "status", "error", "seconds",
+    "outputs", "status", "error", "seconds", "request",
 )
 
 
@@ -116,11 +116,23 @@ def _read_manifest(path: Path) -> dict[str, dict[str, str]]:
         return {row["case_id"]: row for row in csv.DictReader(handle)}
 
 
-def _complete(row: dict[str, str] | None) -> bool:
-    if not row or row.get("status") != "ok":
+def _complete(row: dict[str, str] | None, request: str, marker: Path) -> bool:
+    """A case is done when its row is ok for the same request, its outputs exist, and so does
+    the completion marker its writer writes last (an interrupted set has none)."""
+    if not row or row.get("status") != "ok" or row.get("request") != request or not marker.exists():
         return False
     outputs = [Path(p) for p in row.get("outputs", "").split(";") if p]
     return bool(outputs) and all(p.exists() for p in outputs)
+
+
+def request_key(model: ExplainableModel, **request) -> str:
+    """A digest of everything a cohort run asks of each case: a re-run asking something else
+    (another method, model, class, threshold, format list, layer) redoes the case."""
+    import hashlib
+    import json
+
+    text = json.dumps({"model": model.weights_sha256(), **request}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _explain_case(study: Study, model: ExplainableModel, out_dir: Path, model_lock: threading.Lock, *, method: str,
@@ -174,7 +186,9 @@ def run_cohort(
     :func:`medcam.explain`, ``threshold`` to :meth:`Explanation.save` (the SEG's), as for one case.
     A class or threshold that cannot be used is refused before any case runs.
 
-    Cases recorded as ``ok`` whose outputs all exist are skipped unless ``force``. The
+    Cases recorded as ``ok`` for the same request (method, model, formats, class, threshold,
+    layer: the manifest's ``request`` column) whose outputs and completion marker all exist are
+    skipped unless ``force``; a case asked for differently, or left half-written, is redone. The
     manifest is rewritten (atomically) after every case, so an interrupted run resumes.
     ``out_dir`` may lie neither in a DICOM series folder nor in any of ``input_roots``.
     """
@@ -193,7 +207,13 @@ def run_cohort(
     out = check_output_dir(out_dir, [*input_roots, *(case.source for case in cases if case.source is not None and case.source.is_dir())])
     manifest_path = out / "manifest.csv"
     rows = _read_manifest(manifest_path)
-    todo = [case for case in cases if force or not _complete(rows.get(case.case_id))]
+    from medcam.explanation import output_name
+    from medcam.export.outputs import completion_marker
+
+    request = request_key(model, method=method, formats=sorted(formats), target=target, threshold=threshold, layer=layer,
+                          fc_layer=fc_layer, deterministic_uids=deterministic_uids)
+    todo = [case for case in cases if force or not _complete(
+        rows.get(case.case_id), request, completion_marker(out / case.case_id, output_name(method)))]
     skipped = len(cases) - len(todo)
     lock, write_lock = threading.Lock(), threading.Lock()
     start = time.perf_counter()
@@ -216,6 +236,7 @@ def run_cohort(
         }
         for future in as_completed(futures):
             row = future.result()
+            row["request"] = request
             rows[row["case_id"]] = row
             save()
             bar.update(1)

@@ -12,6 +12,6 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     namespace: dict = {}
     exec(compile(block.replace('"out/"', repr(str(tmp_path / "out"))), "README.md", "exec"), namespace)
-    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    written = sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith("."))
     assert written == ["gradcam.json", "gradcam.nii.gz", "gradcam_pm.dcm", "gradcam_sc"]
     assert namespace["explanation"].heatmap.shape == namespace["study"].volume.shape

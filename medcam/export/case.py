@@ -20,7 +20,7 @@ from medcam.explanation import Explanation
 from medcam.export.figures import write_figure
 from medcam.export.forked import ForkedCall
 from medcam.export.nifti import write_heatmap_nifti
-from medcam.export.outputs import UidFactory, check_output_dir
+from medcam.export.outputs import UidFactory, atomic_output, check_output_dir, completion_marker, output_lock
 from medcam.export.overlay import source_window
 from medcam.export.parametric_map import write_parametric_map
 from medcam.export.secondary_capture import write_secondary_capture
@@ -57,7 +57,6 @@ def _versions() -> dict[str, str]:
             "pydicom": pydicom.__version__, "highdicom": highdicom.__version__, "nibabel": nibabel.__version__}
 
 
-@pauses_gc
 def write_case_outputs(
     explanation: Explanation,
     out_dir: str | Path,
@@ -74,11 +73,46 @@ def write_case_outputs(
 
     The DICOM outputs need a DICOM study (its headers, ``explanation.study.series``).
     ``threshold`` is needed for ``seg``: raw map units (2.5), a share of the map's maximum ("50%")
-    or a percentile ("p99"), see :func:`medcam.export.threshold.parse_threshold`; ``colormap`` and ``opacity`` shape the
-    Secondary Capture overlay. With ``deterministic_uids`` each DICOM object's UIDs are a function
-    of everything that shapes it (:func:`request_seed`): the same request gives the same UIDs
-    (and identical files), any change gives new ones.
+    or a percentile ("p99"), see :func:`medcam.export.threshold.parse_threshold`; ``colormap``
+    and ``opacity`` shape the Secondary Capture overlay. With ``deterministic_uids`` each DICOM
+    object's UIDs are a function of everything that shapes it (:func:`request_seed`): the same
+    request gives the same UIDs (and identical files), any change gives new ones.
+
+    The folder is locked while the set is written (a second run there is refused at once), and
+    a completion marker (``.<name>.complete.json``) is written last: a set without one is the
+    leftover of an interrupted run, and is replaced without ``overwrite``; a complete set is
+    replaced only with ``overwrite``.
     """
+    study = explanation.study
+    out = check_output_dir(out_dir, [study.source] if study.source is not None else [])
+    with output_lock(out):
+        marker = completion_marker(out, name)
+        if not marker.exists():
+            overwrite = True  # nothing, or what an interrupted run left: not a result anyone has
+        elif overwrite:
+            marker.unlink()
+        outputs = _write_outputs(explanation, out, formats=formats, threshold=threshold, deterministic_uids=deterministic_uids,
+                                 overwrite=overwrite, name=name, colormap=colormap, opacity=opacity)
+        written = [str(p) for paths in outputs.paths.values() for p in paths]
+        with atomic_output(marker, overwrite=True) as temporary:
+            temporary.write_text(json.dumps({"outputs": written, "notes": outputs.notes, "medcam": __version__}, indent=1) + "\n")
+    return outputs
+
+
+@pauses_gc
+def _write_outputs(
+    explanation: Explanation,
+    out_dir: str | Path,
+    *,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    threshold: float | str | Threshold | None = None,
+    deterministic_uids: bool = False,
+    overwrite: bool = False,
+    name: str = "cam",
+    colormap: str = "jet",
+    opacity: float = 0.5,
+) -> CaseOutputs:
+    """The outputs themselves (:func:`write_case_outputs` holds the lock and writes the marker)."""
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ExportError(f"unknown output formats {unknown}; valid: {', '.join(FORMATS)}")

@@ -12,7 +12,10 @@ from pydicom.uid import generate_uid
 
 from medcam.errors import ExportError
 
-__all__ = ["check_output_dir", "code_string", "partial_path", "atomic_output", "UidFactory", "derived_object_identity"]
+__all__ = [
+    "check_output_dir", "code_string", "completion_marker", "output_lock", "partial_path", "atomic_output", "UidFactory",
+    "derived_object_identity",
+]
 
 
 def check_output_dir(out_dir: str | Path, inputs: list[str | Path]) -> Path:
@@ -28,7 +31,42 @@ def check_output_dir(out_dir: str | Path, inputs: list[str | Path]) -> Path:
 
 
 def partial_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
+    """A temporary name next to ``path``, unique to this process and call: two runs writing the
+    same output never share one."""
+    import uuid
+
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
+
+
+LOCK_NAME = ".medcam.lock"
+
+
+@contextmanager
+def output_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s lock while an output set is written there; a second run that asks for it
+    meanwhile gets an ExportError at once instead of writing over the first one's files. (An
+    advisory ``flock``: released by the system when the holder dies, so a killed run leaves no
+    stale lock.)"""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    handle = open(folder / LOCK_NAME, "a+")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ExportError(f"{folder}: another medcam run is writing its outputs here (it holds {LOCK_NAME}); "
+                              "wait for it to finish, or choose another output folder") from None
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
+def completion_marker(folder: Path, name: str) -> Path:
+    """The file written last, when every output of the set ``name`` in ``folder`` is complete."""
+    return folder / f".{name}.complete.json"
 
 
 @contextmanager

@@ -261,7 +261,7 @@ def test_existing_nifti_is_refused_before_any_dicom_output_is_written(tmp_path, 
     explanation.save(tmp_path / "out", formats=("nifti",))
     with pytest.raises(ExportError, match="cam.nii.gz: already exists"):
         explanation.save(tmp_path / "out", formats=("nifti", "pm", "sc"))
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cam.json", "cam.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".cam.complete.json", ".medcam.lock", "cam.json", "cam.nii.gz"]
 
 
 def test_explain_reuses_a_given_model_input(ct_study, tiny_checkpoint):
@@ -303,7 +303,8 @@ def test_outputs_a_resampled_series_cannot_hold_are_skipped_with_notes_in_format
     assert set(outputs.paths) == {"nifti"}
     assert [note.split(":")[0] for note in outputs.notes] == ["pm", "sc"]
     assert all("resampled" in note for note in outputs.notes)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cam.json", "cam.nii.gz"]  # no temporary left
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == [".cam.complete.json", ".medcam.lock", "cam.json", "cam.nii.gz"]  # no temporary left
 
 
 
