@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from medcam.errors import MedcamError
-from medcam.explanation import as_model, explain
+from medcam.explanation import as_model, explain, output_name
 from medcam.export.case import DEFAULT_FORMATS
 from medcam.io.volume import is_nifti_path
 from medcam.models.explainable import ExplainableModel
@@ -194,9 +194,11 @@ def run_cohort(
     """
     from tqdm.auto import tqdm
 
-    from medcam.export.outputs import atomic_output, check_output_dir
+    from medcam.cam import CamMethod
+    from medcam.export.outputs import atomic_output, check_output_dir, completion_marker
 
     model = as_model(model)
+    method = CamMethod.from_name(method).value
     if target is not None:
         target = model.class_index(target)
     if threshold is not None or "seg" in formats:
@@ -207,9 +209,6 @@ def run_cohort(
     out = check_output_dir(out_dir, [*input_roots, *(case.source for case in cases if case.source is not None and case.source.is_dir())])
     manifest_path = out / "manifest.csv"
     rows = _read_manifest(manifest_path)
-    from medcam.explanation import output_name
-    from medcam.export.outputs import completion_marker
-
     request = request_key(model, method=method, formats=sorted(formats), target=target, threshold=threshold, layer=layer,
                           fc_layer=fc_layer, deterministic_uids=deterministic_uids)
     todo = [case for case in cases if force or not _complete(
