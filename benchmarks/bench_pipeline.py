@@ -4,9 +4,8 @@
     python benchmarks/bench_pipeline.py --size 256 256 100 # quicker
 
 Stages timed: read the DICOM series (medcam), preprocess, inference + CAM, back-sampling onto
-the 512 x 512 x 200 grid, and writing NIfTI (ISA-L gzip level 1, in a background thread), the
-Parametric Map and the Secondary Capture series (in a forked process), as ``write_case_outputs``
-does. The I/O floor is
+the 512 x 512 x 200 grid, and writing NIfTI (ISA-L gzip level 1), the Parametric Map and the
+Secondary Capture series one after another, as ``write_case_outputs`` does. The I/O floor is
 pydicom reading every source file and decoding its pixels, plus plain writes of as many bytes as
 the outputs hold (into the page cache, as the pipeline's own writes; the median of three),
 measured after each pipeline run. Every run and every floor write starts after an (untimed)
@@ -14,9 +13,8 @@ measured after each pipeline run. Every run and every floor write starts after a
 fresh child process: cold (the case pays for imports and model loading), warm (after a small
 case, as every case but the first of a cohort) and warm with an uncompressed NIfTI; each mode
 ``--repeats`` times (3), interleaved, and the run with the median ratio is shown in full. Each
-child's peak resident memory (VmHWM) is its own. While the outputs are written, the child's
-resident memory plus the forked Secondary Capture writer's private memory (the pages it does
-not share with its parent) is sampled every 50 ms; the peak is the larger of the two. Memory is
+child's peak resident memory (VmHWM) is its own; while the outputs are written, its resident
+memory is also sampled every 50 ms; the peak is the larger of the two. Memory is
 reported as a multiple of the float32 size of the volume.
 """
 
@@ -67,20 +65,6 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _private_bytes(pid: int | str = "self") -> int:
-    """Memory a process does not share (Private_Clean + Private_Dirty): what a forked child adds
-    to its parent's. Reading it takes ~3 ms for a process of this size."""
-    total = 0
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as handle:
-            for line in handle:
-                if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                    total += int(line.split()[1]) * 1024
-    except (FileNotFoundError, ProcessLookupError):  # the child has ended
-        return 0
-    return total
-
-
 def _resident_bytes() -> int:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -112,7 +96,7 @@ class _PeakSampler:
 
 class _StageClock:
     """Wall and CPU seconds of consecutive stages. CPU counts every thread of this process and
-    the children it has waited for (the forked writer), so that CPU / number of CPUs is the
+    the children it has waited for, so that CPU / number of CPUs is the
     least wall time the same work could take on this machine."""
 
     def __init__(self) -> None:
@@ -132,18 +116,13 @@ class _StageClock:
 
 
 def run_case(folder: Path, out: Path, checkpoint, nifti_name: str = "cam.nii.gz") -> dict:
-    """One case through every stage; the writers overlap as in ``write_case_outputs`` (the
-    Secondary Capture in a forked child, the NIfTI in a background thread with its compression
-    outside the GIL, the Parametric Map here)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """One case through every stage; the writers one after another, as ``write_case_outputs``
+    writes them."""
     from medcam.backproject import to_source_grid
     from medcam.cam import create_extractor
-    from medcam.export.forked import ForkedCall
     from medcam.export.nifti import write_heatmap_nifti
     from medcam.export.parametric_map import write_parametric_map
     from medcam.export.secondary_capture import write_secondary_capture
-    from medcam.heap import return_free_heap
     from medcam.io import read_dicom_series
     from medcam.transforms import preprocess
 
@@ -162,15 +141,10 @@ def run_case(folder: Path, out: Path, checkpoint, nifti_name: str = "cam.nii.gz"
     clock.lap("inference + CAM")
     heatmap = to_source_grid(result.map[0], model_input, series.volume.geometry)
     clock.lap("back-sampling")
-    return_free_heap()
-    secondary_capture = ForkedCall(timed, write_secondary_capture, heatmap, series, out / "sc", nice=10)
-    # this process's resident set plus the child's own pages, at the same instants (every 50 ms)
-    both = (lambda: _resident_bytes() + _private_bytes(secondary_capture.pid)) if secondary_capture.pid else _resident_bytes
-    with ThreadPoolExecutor(max_workers=1) as background, _PeakSampler(both, 0.05) as writing:
-        nifti = background.submit(timed, write_heatmap_nifti, heatmap, out / nifti_name, sidecar={"method": "cam"})
-        writers = {"Parametric Map": timed(write_parametric_map, heatmap, series, out / "pm.dcm")}
-        writers["Secondary Capture (forked process)"] = secondary_capture.result()
-        writers[f"NIfTI {nifti_name} (background thread)"] = nifti.result()
+    with _PeakSampler(_resident_bytes, 0.05) as writing:
+        writers = {f"NIfTI {nifti_name}": timed(write_heatmap_nifti, heatmap, out / nifti_name, sidecar={"method": "cam"})}
+        writers["Parametric Map"] = timed(write_parametric_map, heatmap, series, out / "pm.dcm")
+        writers["Secondary Capture"] = timed(write_secondary_capture, heatmap, series, out / "sc")
     clock.lap("write NIfTI + PM + SC")
     output_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"stages": clock.wall, "cpu": clock.cpu, "writers": writers, "total": sum(clock.wall.values()),
@@ -275,14 +249,13 @@ def main() -> None:
         peak = max(run["maxrss"], run["writing_memory"])
         print(f"pipeline: {run['total']:.2f} s = {run['total'] / floor['total']:.2f}x the I/O floor; "
               f"peak memory {peak / 2**20:.0f} MiB = {peak / volume_bytes:.1f}x the float32 volume ({volume_bytes / 2**20:.0f} MiB)")
-        print(f"  (this process's own peak {run['maxrss'] / 2**20:.0f} MiB; while writing, with the forked Secondary Capture "
-              f"writer's own pages, {run['writing_memory'] / 2**20:.0f} MiB at most)")
+        print(f"  (this process's own peak {run['maxrss'] / 2**20:.0f} MiB; while writing, {run['writing_memory'] / 2**20:.0f} MiB at most)")
         for name, seconds in run["stages"].items():
             print(f"  {name:32s} {seconds:7.2f} s  {100 * seconds / run['total']:5.1f}%   CPU {run['cpu'][name]:5.2f} s")
         for name, seconds in run["writers"].items():
-            print(f"    {name:34s} {seconds:7.2f} s (own time, overlapping)")
+            print(f"    {name:34s} {seconds:7.2f} s")
         cpu = sum(run["cpu"].values())
-        print(f"  CPU time of every stage, all threads and the forked writer: {cpu:.2f} s; on {os.cpu_count()} CPUs the same "
+        print(f"  CPU time of every stage, all threads: {cpu:.2f} s; on {os.cpu_count()} CPUs the same "
               f"work takes at least {cpu / os.cpu_count():.2f} s = {cpu / os.cpu_count() / floor['total']:.2f}x the floor")
 
 

@@ -4,10 +4,8 @@ with a note."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,17 +16,20 @@ from medcam import __version__
 from medcam.errors import ExportError
 from medcam.explanation import Explanation
 from medcam.export.figures import write_figure
-from medcam.export.forked import ForkedCall
 from medcam.export.nifti import write_heatmap_nifti
-from medcam.export.outputs import UidFactory, atomic_output, check_output_dir, completion_marker, output_lock
+from medcam.export.outputs import (
+    UidFactory,
+    atomic_output,
+    check_output_dir,
+    completion_marker,
+    output_lock,
+)
 from medcam.export.overlay import source_window
 from medcam.export.parametric_map import write_parametric_map
 from medcam.export.secondary_capture import write_secondary_capture
 from medcam.export.seg import write_segmentation
 from medcam.export.structured_report import write_structured_report
 from medcam.export.threshold import Threshold, parse_threshold
-from medcam.gc_pause import pauses_gc
-from medcam.heap import return_free_heap
 
 __all__ = ["FORMATS", "CaseOutputs", "write_case_outputs"]
 
@@ -99,7 +100,6 @@ def write_case_outputs(
     return outputs
 
 
-@pauses_gc
 def _write_outputs(
     explanation: Explanation,
     out_dir: str | Path,
@@ -156,39 +156,23 @@ def _write_outputs(
     if series is None and (dicom_formats or "sr" in formats):
         outputs.notes.append(f"{', '.join(dicom_formats + ['sr'] * ('sr' in formats))}: skipped, the source is not DICOM")
         dicom_formats = []
-    # The Secondary Capture series (pydicom and numpy, mostly Python) is written by a forked child
-    # while highdicom's objects are written here: two writers on two CPUs. It is forked first,
-    # before the NIfTI thread starts, so no thread of this process is busy when the child is
-    # made. (The child takes the Secondary Capture rather than the Parametric Map because its
-    # own memory is then a few slices, not a second copy of the map's pixel data.)
+    # one writer after another, in this process and thread: the caller owns any parallelism
+    if wants_nifti:
+        outputs.paths["nifti"] = list(write_heatmap_nifti(heatmap, nifti_path, sidecar=sidecar, overwrite=overwrite))
     written: dict[str, Any] = {}
-    return_free_heap()  # before the writers' peak (and the fork): what reading and preprocessing left free
-    secondary_capture = ForkedCall(  # at nice 10: the writers here go first when the CPUs are busy
-        write_secondary_capture, heatmap, series, out / f"{name}_sc", uids=sc_uids, overwrite=overwrite,
-        description=f"medcam {result.method} overlay", colormap=colormap, opacity=opacity, nice=10,
-    ) if "sc" in dicom_formats else None
-    try:
-        with ThreadPoolExecutor(max_workers=1) as background:
-            # the NIfTI's compression runs in threads outside the GIL, while highdicom runs here
-            nifti = background.submit(write_heatmap_nifti, heatmap, nifti_path, sidecar=sidecar,
-                                      overwrite=overwrite) if wants_nifti else None
-            for fmt in dicom_formats:
-                if fmt == "pm":
-                    written["pm"] = _attempt(lambda: [write_parametric_map(
-                        heatmap, series, out / f"{name}_pm.dcm", uids=pm_uids, overwrite=overwrite,
-                        label=result.method, description=f"medcam {result.method} map (raw)")])
-                elif fmt == "seg":
-                    written["seg"] = _attempt(lambda: [write_segmentation(
-                        heatmap, series, out / f"{name}_seg.dcm", threshold=threshold, uids=seg_uids,
-                        method=result.method, overwrite=overwrite)])
-            if secondary_capture is not None:
-                written["sc"] = _attempt(secondary_capture.result)
-            if nifti is not None:
-                outputs.paths["nifti"] = list(nifti.result())
-    finally:
-        if secondary_capture is not None and "sc" not in written:  # something above raised:
-            with contextlib.suppress(Exception):  # the child still finishes before this returns
-                secondary_capture.result()
+    for fmt in dicom_formats:
+        if fmt == "pm":
+            written["pm"] = _attempt(lambda: [write_parametric_map(
+                heatmap, series, out / f"{name}_pm.dcm", uids=pm_uids, overwrite=overwrite,
+                label=result.method, description=f"medcam {result.method} map (raw)")])
+        elif fmt == "sc":
+            written["sc"] = _attempt(lambda: write_secondary_capture(
+                heatmap, series, out / f"{name}_sc", uids=sc_uids, overwrite=overwrite,
+                description=f"medcam {result.method} overlay", colormap=colormap, opacity=opacity))
+        elif fmt == "seg":
+            written["seg"] = _attempt(lambda: [write_segmentation(
+                heatmap, series, out / f"{name}_seg.dcm", threshold=threshold, uids=seg_uids,
+                method=result.method, overwrite=overwrite)])
     for fmt in dicom_formats:  # paths and notes in format order
         if isinstance(written[fmt], ExportError):
             outputs.notes.append(f"{fmt}: skipped, {written[fmt]}")

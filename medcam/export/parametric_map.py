@@ -14,8 +14,14 @@ import numpy as np
 from pydicom.sr.coding import Code
 
 from medcam.errors import ExportError
-from medcam.export.outputs import UidFactory, atomic_output, code_string, derived_object_identity, set_dimension_organization_uid
 from medcam.export.frame_anatomy import set_frame_anatomy
+from medcam.export.outputs import (
+    UidFactory,
+    atomic_output,
+    code_string,
+    derived_object_identity,
+    set_dimension_organization_uid,
+)
 from medcam.export.source_planes import (
     align_frames_with_sources,
     highdicom_geometry,
@@ -23,7 +29,6 @@ from medcam.export.source_planes import (
     reference_every_source,
     source_planes,
 )
-from medcam.gc_pause import pauses_gc
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
 from medcam.io.dicom_meta import long_element_header
@@ -35,7 +40,6 @@ _HIGHDICOM_SOURCES: int | None = 1
 _FLOAT_PIXEL_DATA = 0x7FE00008
 
 
-@pauses_gc
 def write_parametric_map(
     heatmap: Volume,
     series: DicomSeries,

@@ -20,7 +20,6 @@ from medcam.export.outputs import UidFactory, atomic_output
 from medcam.export.overlay import blend, draw_legend, source_window, window_to_levels
 from medcam.export.series_encoder import SeriesEncoder
 from medcam.export.source_planes import SourcePlane, source_planes, source_reference
-from medcam.gc_pause import pauses_gc
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
 
@@ -47,7 +46,6 @@ def patient_and_study_attributes(source: Dataset) -> Dataset:
     return copied
 
 
-@pauses_gc
 def write_secondary_capture(
     heatmap: Volume,
     series: DicomSeries,

@@ -21,14 +21,12 @@ from medcam.export.source_planes import (
     source_planes,
 )
 from medcam.export.threshold import Threshold, parse_threshold
-from medcam.gc_pause import pauses_gc
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
 
 __all__ = ["write_segmentation"]
 
 
-@pauses_gc
 def write_segmentation(
     heatmap: Volume,
     series: DicomSeries,

@@ -12,7 +12,6 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from medcam.errors import DicomSeriesError, ImageReadError, MedcamWarning
-from medcam.gc_pause import pauses_gc
 from medcam.geometry import ImageGeometry, Volume, affine_lps_to_ras
 from medcam.io.dicom_pixels import decode_frames
 from medcam.io.dicom_planes import SlicePlane, planes_from_dataset
@@ -146,7 +145,6 @@ def _read_planes(info: SeriesInfo, *, headers_only: bool) -> tuple[list[Dataset]
     return datasets, planes
 
 
-@pauses_gc
 def read_series_geometry(info: SeriesInfo, *, allow_irregular: bool = False) -> ImageGeometry:
     """The RAS geometry of a series found by :func:`find_series`, from its headers only."""
     _, planes = _read_planes(info, headers_only=True)
@@ -154,7 +152,6 @@ def read_series_geometry(info: SeriesInfo, *, allow_irregular: bool = False) -> 
     return ImageGeometry(layout.shape, affine_lps_to_ras(layout.affine_lps))
 
 
-@pauses_gc
 def read_dicom_series(
     source: str | Path | Sequence[str | Path],
     series_uid: str | None = None,

@@ -12,7 +12,6 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from medcam.errors import DicomSeriesError
-from medcam.gc_pause import pauses_gc
 
 __all__ = ["SeriesInfo", "SkippedFile", "SeriesScan", "find_series", "scan_files"]
 
@@ -88,7 +87,6 @@ def _is_encapsulated(element) -> bool:
     return element.length == 0xFFFFFFFF
 
 
-@pauses_gc
 def scan_files(paths: Iterable[Path], *, keep_headers: bool = False) -> SeriesScan:
     """Read the headers of ``paths`` and group the image objects by series.
 

@@ -288,8 +288,8 @@ def test_uncompressed_nifti_output(tmp_path, ct_study, tiny_checkpoint):
 
 
 def test_outputs_a_resampled_series_cannot_hold_are_skipped_with_notes_in_format_order(tmp_path, ct_study, tiny_checkpoint):
-    """The Secondary Capture's refusal comes back from its writer process as a note, after the
-    Parametric Map's; the outputs that can be written are."""
+    """The Secondary Capture's refusal comes back as a note, after the Parametric Map's; the
+    outputs that can be written are."""
     import warnings
 
     from medcam.errors import MedcamWarning
@@ -341,14 +341,15 @@ def test_parametric_map_references_every_source_as_highdicom_does(tmp_path, obli
     assert fast.FloatPixelData == full.FloatPixelData
 
 
-def test_a_failing_writer_does_not_leave_the_forked_one_running(tmp_path, ct_study, tiny_checkpoint, monkeypatch):
-    """When the Parametric Map fails unexpectedly, write_case_outputs raises, and only after the
-    Secondary Capture child has finished: nothing is written behind the caller's back."""
+def test_a_failing_writer_leaves_an_incomplete_set_that_a_rerun_completes(tmp_path, ct_study, tiny_checkpoint, monkeypatch):
+    """When the Parametric Map fails unexpectedly, write_case_outputs raises, writes no completion
+    marker and leaves no temporary file; the next run completes the set without --overwrite."""
     import medcam.export.case as case_module
 
     write_dicom_series(ct_study.volume, tmp_path / "in" / "ct")
     series = read_dicom_series(tmp_path / "in" / "ct")
     explanation = explain(tiny_checkpoint, series)
+    writer = case_module.write_parametric_map
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug in a writer")
@@ -356,8 +357,13 @@ def test_a_failing_writer_does_not_leave_the_forked_one_running(tmp_path, ct_stu
     monkeypatch.setattr(case_module, "write_parametric_map", broken)
     with pytest.raises(RuntimeError, match="a bug in a writer"):
         explanation.save(tmp_path / "out", formats=("pm", "sc"))
+    assert not (tmp_path / "out" / ".cam.complete.json").exists()
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.name.endswith(".partial")]
+    monkeypatch.setattr(case_module, "write_parametric_map", writer)
+    outputs = explanation.save(tmp_path / "out", formats=("pm", "sc"))
     written = sorted((tmp_path / "out" / "cam_sc").iterdir())
     assert len(written) == series.volume.shape[2] and all(p.suffix == ".dcm" for p in written)  # complete, no temporaries
+    assert outputs.paths["pm"][0].is_file() and (tmp_path / "out" / ".cam.complete.json").is_file()
 
 
 def test_parametric_map_file_is_what_pydicom_writes_from_highdicoms_object(tmp_path, oblique_series, monkeypatch):
