@@ -84,6 +84,15 @@ def write_case_outputs(
     leftover of an interrupted run, and is replaced without ``overwrite``; a complete set is
     replaced only with ``overwrite``.
     """
+    # the request is checked before anything is locked, created or replaced
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ExportError(f"unknown output formats {unknown}; valid: {', '.join(FORMATS)}")
+    threshold = parse_threshold(threshold)
+    if "seg" in formats and threshold is None:
+        raise ExportError("the 'seg' output needs a threshold: raw map units (2.5), a share of the maximum (50%) or a percentile (p99)")
+    if "nifti" in formats and "nii" in formats:
+        raise ExportError("choose one NIfTI output: 'nifti' (.nii.gz) or 'nii' (uncompressed .nii)")
     study = explanation.study
     out = check_output_dir(out_dir, [study.source] if study.source is not None else [])
     with output_lock(out):
@@ -105,7 +114,7 @@ def _write_outputs(
     out_dir: str | Path,
     *,
     formats: Sequence[str] = DEFAULT_FORMATS,
-    threshold: float | str | Threshold | None = None,
+    threshold: Threshold | None = None,
     deterministic_uids: bool = False,
     overwrite: bool = False,
     name: str = "cam",
@@ -113,18 +122,10 @@ def _write_outputs(
     opacity: float = 0.5,
 ) -> CaseOutputs:
     """The outputs themselves (:func:`write_case_outputs` holds the lock and writes the marker)."""
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown:
-        raise ExportError(f"unknown output formats {unknown}; valid: {', '.join(FORMATS)}")
-    threshold = parse_threshold(threshold)
-    if "seg" in formats and threshold is None:
-        raise ExportError("the 'seg' output needs a threshold: raw map units (2.5), a share of the maximum (50%) or a percentile (p99)")
-    if "nifti" in formats and "nii" in formats:
-        raise ExportError("choose one NIfTI output: 'nifti' (.nii.gz) or 'nii' (uncompressed .nii)")
     study = explanation.study
     series = study.series
     source_path = study.source if study.source is not None else study.case_id
-    out = check_output_dir(out_dir, [study.source] if study.source is not None else [])
+    out = Path(out_dir)  # checked and created by write_case_outputs
     result = explanation.result
     provenance = explanation.model.provenance
     sidecar: dict[str, Any] = {
