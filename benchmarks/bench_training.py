@@ -55,12 +55,13 @@ def held_out_scores(checkpoint: Path, n: int, seed: int) -> dict:
     from medcam.models import load_model
 
     model = load_model(checkpoint)
-    labels, probabilities, hits, energies, distances = [], [], [], [], []
+    labels, probabilities, hits, energies, distances, diameters = [], [], [], [], [], []
     for index in range(n):
         case = brain_mr_case(index, seed)
         explanation = explain(model, case.to_study(f"test{index}"), method="cam", target=1)
         labels.append(case.label)
         probabilities.append(explanation.probability)
+        diameters.append(max((lesion.diameter_mm for lesion in case.lesions), default=0.0))
         if case.label:
             scores = localisation_scores(explanation.heatmap, case.mask, np.array([l.center_ras for l in case.lesions]))
             hits.append(float(scores.hit))
@@ -73,7 +74,14 @@ def held_out_scores(checkpoint: Path, n: int, seed: int) -> dict:
         pick = rng.integers(0, n, n)
         if 0 < labels_array[pick].sum() < n:
             aucs.append(roc_auc(labels_array[pick] == 1, probabilities_array[pick]))
+    diameters_array = np.array(diameters)
+    by_size = {}  # AUC of the positives whose largest lesion is in the band, against all negatives
+    for low, high in ((6, 10), (10, 15), (15, 20.01)):
+        band = (labels_array == 0) | ((diameters_array >= low) & (diameters_array < high))
+        if 0 < labels_array[band].sum() < band.sum():
+            by_size[f"{low}-{int(high)} mm"] = round(roc_auc(labels_array[band] == 1, probabilities_array[band]), 3)
     return {
+        "by_size": by_size,
         "auc": roc_auc(labels_array == 1, probabilities_array), "auc_ci": tuple(np.percentile(aucs, [2.5, 97.5])),
         "hit": bootstrap_ci(hits), "energy": bootstrap_ci(energies), "peak_distance_median": float(np.median(distances)),
         "positives": int(labels_array.sum()), "cases": n,
@@ -91,6 +99,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=3, default=(64, 72, 64))
     parser.add_argument("--crop-epochs", type=int)
     parser.add_argument("--epochs", type=int)
+    parser.add_argument("--localisation-weight", type=float, help="default: the recipe's")
+    parser.add_argument("--stem-stride", type=int, default=2)
     parser.add_argument("--work", type=Path,
                         help="folder for the cohort and checkpoints (default: a temporary one); a cohort written there before is reused")
     args = parser.parse_args()
@@ -100,7 +110,7 @@ def main() -> None:
     from medcam.transforms import PreprocessConfig
 
     preprocess_config = PreprocessConfig(3, tuple(args.spacing), tuple(args.size), intensity="robust_zscore", window=None)
-    model_config = ClassifierConfig(3, channels=(16, 32, 64), convs_per_stage=(1, 2, 2), stem_stride=2,
+    model_config = ClassifierConfig(3, channels=(16, 32, 64), convs_per_stage=(1, 2, 2), stem_stride=args.stem_stride,
                                     pool_after=(True, False, False), fine_head=16)
     with tempfile.TemporaryDirectory(prefix="medcam-bench-training-") as scratch:
         work = args.work or Path(scratch)
@@ -119,13 +129,14 @@ def main() -> None:
             result = train_manifest(
                 manifest, work / f"{mode}.pt", preprocess_config=preprocess_config, model_config=model_config,
                 class_names=("no lesion", "lesion"), seed=args.seed, crop_epochs=args.crop_epochs if mode == "masks" else 0,
-                epochs=args.epochs, modalities=("MR",), log=lambda line: print(f"  [{mode}] {line}", flush=True),
+                epochs=args.epochs, localisation_weight=args.localisation_weight if mode == "masks" else None, modalities=("MR",), log=lambda line: print(f"  [{mode}] {line}", flush=True),
             )
             trained = time.perf_counter() - start
             scores = held_out_scores(result.checkpoint, args.n_test, args.test_seed)
             results[mode] = (scores, trained)
             print(f"{mode}: trained in {trained:.0f} s (reading the cohort included), held out "
-                  f"{time.perf_counter() - start - trained:.0f} s: {_row(mode, scores, trained)}", flush=True)
+                  f"{time.perf_counter() - start - trained:.0f} s: {_row(mode, scores, trained)}; AUC by largest lesion {scores['by_size']}",
+                  flush=True)
         print(f"\n{args.n_train} training cases (seed {args.seed}, 20% of them for validation), {args.n_test} held out "
               f"(seed {args.test_seed}); model grid {tuple(args.size)} at {tuple(args.spacing)} mm")
         print("| training | held-out AUC [95% CI] | CAM hit rate [95% CI] | energy in mask | median peak distance mm | train time |")

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import nibabel as nib
+from isal import igzip_threaded
 import numpy as np
 
 from medcam.export.outputs import atomic_output
-from medcam.export.parallel_gzip import write_gzip
 from medcam.geometry import Volume
 from medcam.io.nifti import set_affine
 
@@ -29,16 +29,17 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def write_heatmap_nifti(
-    heatmap: Volume, path: str | Path, *, sidecar: dict[str, Any], overwrite: bool = False, compress_level: int = 1
+    heatmap: Volume, path: str | Path, *, sidecar: dict[str, Any], overwrite: bool = False, compress_level: int = 1,
+    gzip_threads: int = 0,
 ) -> tuple[Path, Path]:
     """Write ``heatmap`` (float32) and ``sidecar`` (JSON) next to each other.
 
     The sform is the heatmap's affine (code 1, scanner), and so is the qform unless the grid is
     sheared (:func:`medcam.io.nifti.set_affine`), so for a NIfTI source the shape and affine are
     identical to the input's. ``.nii.gz`` files are deflated by ISA-L at
-    ``compress_level`` (0-3; zlib's level 6 or 9 can cost more than the whole explanation) on
-    every CPU at once (:func:`medcam.export.parallel_gzip.write_gzip`); ``.nii``
-    files are not compressed. The voxels are streamed out a slab at a time, never copied whole.
+    ``compress_level`` (0-3; zlib's level 6 or 9 can cost more than the whole explanation), in
+    the calling thread, or in ``gzip_threads`` threads of its own if the caller asks
+    (``isal.igzip_threaded``); ``.nii`` files are not compressed. The voxels are streamed out a slab at a time, never copied whole.
     """
     path = Path(path)
     json_path = sidecar_path(path)
@@ -51,7 +52,9 @@ def write_heatmap_nifti(
     header["descrip"] = b"medcam heatmap (raw)"
     with atomic_output(path, overwrite=overwrite) as temporary, open(temporary, "wb") as handle:
         if path.name.endswith(".gz"):
-            write_gzip(handle, _nifti_blocks(header, array), level=compress_level)
+            with igzip_threaded.open(handle, "wb", compresslevel=compress_level, threads=gzip_threads) as gz:
+                for block in _nifti_blocks(header, array):
+                    gz.write(block)
         else:
             for block in _nifti_blocks(header, array):
                 handle.write(block)

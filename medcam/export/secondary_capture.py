@@ -8,6 +8,7 @@ copied as strings from its source slice, InstanceNumber in spatial order.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +19,10 @@ from medcam import __version__
 from medcam.errors import ExportError
 from medcam.export.outputs import UidFactory, atomic_output
 from medcam.export.overlay import blend, draw_legend, source_window, window_to_levels
-from medcam.export.series_encoder import SeriesEncoder
 from medcam.export.source_planes import SourcePlane, source_planes, source_reference
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
+from medcam.io.dicom_meta import set_file_meta
 
 __all__ = ["write_secondary_capture"]
 
@@ -78,7 +79,6 @@ def write_secondary_capture(
     top = float(np.max(heatmap.array))  # the map's maximum is full heat; negative evidence none
     shared = _series_template(series.datasets[0], uids.uid("sc-series"), series_number, description)
     shared.Columns, shared.Rows = heatmap.shape[:2]
-    encoder = SeriesEncoder(shared)  # the shared attributes are encoded once for the series
     folder = Path(folder)
     paths = []
     for k in range(heatmap.shape[2]):
@@ -86,8 +86,12 @@ def write_secondary_capture(
         heat = window_to_levels(heatmap.array[:, :, k].T, 0.0, top) if top > 0 else np.zeros_like(gray)  # 8-bit levels
         rgb = draw_legend(blend(gray, heat, colormap=colormap, opacity=opacity), colormap=colormap)
         path = folder / f"SC{k + 1:04d}.dcm"
-        with atomic_output(path, overwrite=overwrite) as temporary, open(temporary, "wb") as handle:
-            encoder.write(handle, slice_attributes(uids, k, planes[k] if planes is not None else None), rgb)
+        ds = copy.deepcopy(shared)
+        ds.update(slice_attributes(uids, k, planes[k] if planes is not None else None))
+        ds.PixelData = np.ascontiguousarray(rgb).tobytes()
+        set_file_meta(ds)
+        with atomic_output(path, overwrite=overwrite) as temporary:
+            ds.save_as(temporary, enforce_file_format=True)
         paths.append(path)
     return paths
 

@@ -13,12 +13,43 @@ from pydicom.dataset import Dataset
 
 from medcam.errors import DicomSeriesError, ImageReadError, MedcamWarning
 from medcam.geometry import ImageGeometry, Volume, affine_lps_to_ras
-from medcam.io.dicom_pixels import decode_frames
 from medcam.io.dicom_planes import SlicePlane, planes_from_dataset
 from medcam.io.dicom_scan import SeriesInfo, SeriesScan, find_series, scan_files
 from medcam.io.dicom_stack import build_stack
 
 __all__ = ["DicomSeries", "SourceFrame", "read_dicom_series", "read_series_geometry"]
+
+_NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # Implicit and Explicit VR Little Endian
+
+
+def _stored_frames(ds: pydicom.Dataset, path: Path, n_frames: int) -> np.ndarray:
+    """The stored values of ``ds``'s frames, shaped (frames, rows, columns), decoded by pydicom.
+
+    Raises ImageReadError for pixel data that cannot be decoded, and for uncompressed pixel
+    data longer than the header declares (BitsAllocated 8 over 16-bit pixels, say): pydicom
+    would read its values from the wrong bytes with a warning.
+    """
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    meta = getattr(ds, "file_meta", None)
+    data = ds.get("PixelData")
+    if meta is not None and meta.get("TransferSyntaxUID") in _NATIVE_LITTLE_ENDIAN and isinstance(data, (bytes, bytearray)):
+        samples, allocated = int(ds.get("SamplesPerPixel", 1)), int(ds.get("BitsAllocated", 0))
+        declared = (n_frames * rows * columns * samples * allocated + 7) // 8
+        if allocated and len(data) > declared + 1:  # one byte of padding to an even length is allowed
+            raise ImageReadError(
+                f"{path}: the pixel data holds {len(data)} bytes but the header declares {declared} "
+                f"({n_frames * rows * columns} values of {allocated} bits: Rows, Columns, NumberOfFrames, BitsAllocated); "
+                "refusing to guess which is wrong"
+            )
+    try:
+        pixels = np.asarray(ds.pixel_array)
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types
+        raise ImageReadError(
+            f"{path}: cannot decode the pixel data ({type(exc).__name__}: {exc}); the file may be truncated, "
+            f"or its transfer syntax {meta.get('TransferSyntaxUID', '?') if meta else '?'} needs a decoder that is not "
+            "installed (pip install 'medcam-toolkit[jpeg]')"
+        ) from exc
+    return pixels.reshape(n_frames, rows, columns)
 
 
 @dataclass(frozen=True)
@@ -201,7 +232,7 @@ def read_dicom_series(
         ds = datasets[plane.dataset_index]
         if plane.dataset_index not in decoded:
             n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-            decoded[plane.dataset_index] = decode_frames(ds, info.files[plane.dataset_index], n_frames)
+            decoded[plane.dataset_index] = _stored_frames(ds, info.files[plane.dataset_index], n_frames)
             del ds.PixelData
         pixels = decoded[plane.dataset_index][plane.frame_index or 0]
         _plane_values(ds, pixels, plane, array[:, :, k])  # (rows, cols) -> (i = column, j = row)
