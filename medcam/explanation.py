@@ -98,18 +98,20 @@ class Explanation:
         return ras_to_lps(self.peak_ras)
 
     def save(self, out_dir: str | Path, *, formats: Sequence[str] | None = None, threshold: float | str | None = None,
-             deterministic_uids: bool = False, overwrite: bool = False, name: str | None = None):
+             deterministic_uids: bool = False, overwrite: bool = False, name: str | None = None, executor=None):
         """Write the outputs into ``out_dir`` (see :func:`medcam.export.case.write_case_outputs`).
 
         ``formats`` from "nifti" (.nii.gz), "nii", "pm", "sc", "seg" (needs ``threshold``: raw map
         units, a share of the maximum "50%" or a percentile "p99") and "png"; DICOM outputs need a DICOM study. Files are named after the method
-        (``gradcam.nii.gz``...) unless ``name``. Returns the paths written per format and notes.
+        (``gradcam.nii.gz``...) unless ``name``. With an ``executor`` (a thread pool, say) the
+        writers run on it side by side. Returns the paths written per format and notes.
         """
         from medcam.export.case import DEFAULT_FORMATS, write_case_outputs
 
         return write_case_outputs(
             self, out_dir, formats=DEFAULT_FORMATS if formats is None else tuple(formats), threshold=threshold,
             deterministic_uids=deterministic_uids, overwrite=overwrite, name=name or output_name(self.method),
+            executor=executor,
         )
 
 

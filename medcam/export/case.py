@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import Executor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -33,7 +34,7 @@ from medcam.export.threshold import Threshold, parse_threshold
 
 __all__ = ["FORMATS", "CaseOutputs", "write_case_outputs"]
 
-#: "nifti" writes ``<name>.nii.gz`` (ISA-L gzip level 1, all CPUs); "nii" the same map uncompressed
+#: "nifti" writes ``<name>.nii.gz`` (ISA-L gzip level 1); "nii" the same map uncompressed
 #: (``<name>.nii``, about 4 bytes a voxel, written at disk speed).
 FORMATS = ("nifti", "nii", "pm", "sc", "seg", "sr", "png")
 DEFAULT_FORMATS = ("nifti", "pm", "sc", "png")
@@ -69,6 +70,8 @@ def write_case_outputs(
     name: str = "cam",
     colormap: str = "jet",
     opacity: float = 0.5,
+    executor: Executor | None = None,
+    gzip_threads: int = 0,
 ) -> CaseOutputs:
     """Write the asked-for ``formats`` of ``explanation`` into ``out_dir`` (``Explanation.save``).
 
@@ -83,6 +86,12 @@ def write_case_outputs(
     a completion marker (``.<name>.complete.json``) is written last: a set without one is the
     leftover of an interrupted run, and is replaced without ``overwrite``; a complete set is
     replaced only with ``overwrite``.
+
+    The outputs are written one after another in the calling thread, unless the caller gives an
+    ``executor`` (a :class:`concurrent.futures.ThreadPoolExecutor`, say, as highdicom takes one for
+    its frame encoding): then the NIfTI, Parametric Map, Secondary Capture, SEG and PNG writers
+    run on it side by side and the SR after them. ``gzip_threads`` threads of its own deflate
+    the ``.nii.gz`` (0: the writing thread does).
     """
     # the request is checked before anything is locked, created or replaced
     unknown = sorted(set(formats) - set(FORMATS))
@@ -102,7 +111,8 @@ def write_case_outputs(
         elif overwrite:
             marker.unlink()
         outputs = _write_outputs(explanation, out, formats=formats, threshold=threshold, deterministic_uids=deterministic_uids,
-                                 overwrite=overwrite, name=name, colormap=colormap, opacity=opacity)
+                                 overwrite=overwrite, name=name, colormap=colormap, opacity=opacity, executor=executor,
+                                 gzip_threads=gzip_threads)
         written = [str(p) for paths in outputs.paths.values() for p in paths]
         with atomic_output(marker, overwrite=True) as temporary:
             temporary.write_text(json.dumps({"outputs": written, "notes": outputs.notes, "medcam": __version__}, indent=1) + "\n")
@@ -120,6 +130,8 @@ def _write_outputs(
     name: str = "cam",
     colormap: str = "jet",
     opacity: float = 0.5,
+    executor: Executor | None = None,
+    gzip_threads: int = 0,
 ) -> CaseOutputs:
     """The outputs themselves (:func:`write_case_outputs` holds the lock and writes the marker)."""
     study = explanation.study
@@ -157,23 +169,32 @@ def _write_outputs(
     if series is None and (dicom_formats or "sr" in formats):
         outputs.notes.append(f"{', '.join(dicom_formats + ['sr'] * ('sr' in formats))}: skipped, the source is not DICOM")
         dicom_formats = []
-    # one writer after another, in this process and thread: the caller owns any parallelism
+    # one writer after another in this thread, or side by side on the caller's executor
+    jobs: dict[str, Callable[[], Any]] = {}
     if wants_nifti:
-        outputs.paths["nifti"] = list(write_heatmap_nifti(heatmap, nifti_path, sidecar=sidecar, overwrite=overwrite))
-    written: dict[str, Any] = {}
+        jobs["nifti"] = lambda: list(write_heatmap_nifti(heatmap, nifti_path, sidecar=sidecar, overwrite=overwrite,
+                                                         gzip_threads=gzip_threads))
     for fmt in dicom_formats:
         if fmt == "pm":
-            written["pm"] = _attempt(lambda: [write_parametric_map(
+            jobs["pm"] = lambda: _attempt(lambda: [write_parametric_map(
                 heatmap, series, out / f"{name}_pm.dcm", uids=pm_uids, overwrite=overwrite,
                 label=result.method, description=f"medcam {result.method} map (raw)")])
         elif fmt == "sc":
-            written["sc"] = _attempt(lambda: write_secondary_capture(
+            jobs["sc"] = lambda: _attempt(lambda: write_secondary_capture(
                 heatmap, series, out / f"{name}_sc", uids=sc_uids, overwrite=overwrite,
                 description=f"medcam {result.method} overlay", colormap=colormap, opacity=opacity))
         elif fmt == "seg":
-            written["seg"] = _attempt(lambda: [write_segmentation(
+            jobs["seg"] = lambda: _attempt(lambda: [write_segmentation(
                 heatmap, series, out / f"{name}_seg.dcm", threshold=threshold, uids=seg_uids,
                 method=result.method, overwrite=overwrite)])
+    if "png" in formats:
+        window = source_window(series.datasets, explanation.source.array) if series is not None else None
+        title = f"{result.method}: {explanation.target_name} p={explanation.probability:.3f}"
+        jobs["png"] = lambda: [write_figure(explanation.source, heatmap, out / f"{name}.png", window=window, title=title,
+                                            overwrite=overwrite)]
+    written = _run_jobs(jobs, executor)
+    if "nifti" in written:
+        outputs.paths["nifti"] = written["nifti"]
     for fmt in dicom_formats:  # paths and notes in format order
         if isinstance(written[fmt], ExportError):
             outputs.notes.append(f"{fmt}: skipped, {written[fmt]}")
@@ -189,11 +210,19 @@ def _write_outputs(
             outputs.notes.append(f"sr: skipped, {report}")
         else:
             outputs.paths["sr"] = report
-    if "png" in formats:
-        window = source_window(series.datasets, explanation.source.array) if series is not None else None
-        title = f"{result.method}: {explanation.target_name} p={explanation.probability:.3f}"
-        outputs.paths["png"] = [write_figure(explanation.source, heatmap, out / f"{name}.png", window=window, title=title, overwrite=overwrite)]
+    if "png" in written:
+        outputs.paths["png"] = written["png"]
     return outputs
+
+
+def _run_jobs(jobs: dict[str, Callable[[], Any]], executor: Executor | None) -> dict[str, Any]:
+    """Each job's result: in this thread, or on ``executor`` (every job is waited for, and the
+    first error raised, before anything is returned: no writer is left running)."""
+    if executor is None:
+        return {key: job() for key, job in jobs.items()}
+    futures = {key: executor.submit(job) for key, job in jobs.items()}
+    wait(futures.values())
+    return {key: future.result() for key, future in futures.items()}
 
 
 def request_seed(request: dict[str, Any], kind: str, **extra: Any) -> str:

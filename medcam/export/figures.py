@@ -28,14 +28,16 @@ def write_figure(
     opacity: float = 0.45,
     overwrite: bool = False,
 ) -> Path:
-    """Write a PNG of ``source`` with ``heatmap`` (same grid) overlaid through the map's peak."""
-    import matplotlib.pyplot as plt
+    """Write a PNG of ``source`` with ``heatmap`` (same grid) overlaid through the map's peak.
 
-    figure = overlay_figure(source, heatmap, window=window, title=title, colormap=colormap, opacity=opacity)
+    The figure is drawn without pyplot (no global figure registry, no display backend), so
+    writers may run side by side in threads, and nothing appears in a caller's notebook."""
+    from matplotlib.figure import Figure
+
+    figure = _draw_overlay(Figure, source, heatmap, window=window, title=title, colormap=colormap, opacity=opacity, at=None)
     path = Path(path)
     with atomic_output(path, overwrite=overwrite) as temporary:
         figure.savefig(temporary, format="png", dpi=100)
-    plt.close(figure)
     return path
 
 
@@ -49,8 +51,13 @@ def overlay_figure(
     opacity: float = 0.45,
     at: tuple[int, int, int] | None = None,
 ):
-    """A matplotlib Figure of the planes through voxel ``at`` (default: the map's peak)."""
+    """A pyplot Figure of the planes through voxel ``at`` (default: the map's peak), for display."""
     import matplotlib.pyplot as plt
+
+    return _draw_overlay(plt.figure, source, heatmap, window=window, title=title, colormap=colormap, opacity=opacity, at=at)
+
+
+def _draw_overlay(make_figure, source: Volume, heatmap: Volume, *, window, title, colormap, opacity, at):
     from matplotlib import colormaps
 
     low, high = window or tuple(float(v) for v in np.percentile(source.array, [1, 99]))
@@ -61,7 +68,8 @@ def overlay_figure(
     if source.shape[2] > 1:
         views.append(("i-k plane (j = %d)" % peak[1], source.array[:, peak[1], :].T[::-1], heat[:, peak[1], :].T[::-1], sk / si))
         views.append(("j-k plane (i = %d)" % peak[0], source.array[peak[0], :, :].T[::-1], heat[peak[0], :, :].T[::-1], sk / sj))
-    figure, axes = plt.subplots(1, len(views), figsize=(4.2 * len(views) + 0.8, 4.6), squeeze=False)
+    figure = make_figure(figsize=(4.2 * len(views) + 0.8, 4.6))
+    axes = figure.subplots(1, len(views), squeeze=False)
     cmap = colormaps[colormap]
     for axis, (name, gray, hot, aspect) in zip(axes[0], views):
         axis.imshow(gray, cmap="gray", vmin=low, vmax=high, aspect=aspect, interpolation="nearest")

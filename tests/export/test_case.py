@@ -92,3 +92,30 @@ def test_every_method_name_gives_valid_dicom(tmp_path, explained, method, dciodv
     assert pm.ContentLabel == method.upper().replace("+", "P")
     for path in (outputs.paths["pm"][0], outputs.paths["seg"][0]):
         assert dciodvfy(path) == [], path
+
+
+def test_writers_on_a_callers_thread_pool_write_what_the_sequential_writers_write(tmp_path, explained, dciodvfy):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import nibabel as nib
+    import numpy as np
+
+    model, source = explained
+    explanation = explain(model, source, method="cam", target=1)
+    formats = ("nifti", "pm", "sc", "seg", "sr", "png")
+    alone = explanation.save(tmp_path / "alone", formats=formats, threshold="50%", deterministic_uids=True)
+    with ThreadPoolExecutor(3) as pool:
+        pooled = write_case_outputs(explanation, tmp_path / "pooled", formats=formats, threshold="50%",
+                                    deterministic_uids=True, executor=pool, gzip_threads=2)
+    assert list(pooled.paths) == list(alone.paths) and pooled.notes == alone.notes
+    for fmt, paths in alone.paths.items():
+        assert [p.name for p in paths] == [p.name for p in pooled.paths[fmt]]
+    assert np.array_equal(nib.load(alone.paths["nifti"][0]).get_fdata(), nib.load(pooled.paths["nifti"][0]).get_fdata())
+    for fmt in ("pm", "sc", "seg"):
+        for a, b in zip(alone.paths[fmt], pooled.paths[fmt]):
+            first, second = pydicom.dcmread(a), pydicom.dcmread(b)
+            assert first.SOPInstanceUID == second.SOPInstanceUID
+            assert np.array_equal(first.pixel_array, second.pixel_array)
+    for path in [*pooled.paths["pm"], pooled.paths["sc"][0], *pooled.paths["seg"], *pooled.paths["sr"]]:
+        assert [line for line in dciodvfy(path) if line.startswith("Error")] == []
+    assert (tmp_path / "pooled" / ".cam.complete.json").is_file()
