@@ -87,17 +87,25 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    """Train; under torchrun (``WORLD_SIZE`` > 1) as one rank of a DistributedDataParallel run."""
+    from medcam.models.distributed import process_group
     from medcam.models.training import train_synthetic_task
 
-    progress = not args.quiet and sys.stderr.isatty()
-    log = (lambda _line: None) if args.quiet else print
-    if args.synthetic:
-        result = train_synthetic_task(
-            args.synthetic, args.out, n_pairs=args.n, n_val=args.n_val, seed=args.seed, crop_epochs=args.crop_epochs,
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, progress=progress, log=log,
-        )
-    else:
-        result = _train_manifest(args, progress, log)
+    with process_group() as ranks:
+        quiet = args.quiet or not ranks.main  # rank 0 speaks for the run
+        progress = not quiet and sys.stderr.isatty()
+        log = (lambda _line: None) if quiet else print
+        if args.synthetic:
+            result = train_synthetic_task(
+                args.synthetic, args.out, n_pairs=args.n, n_val=args.n_val, seed=args.seed, crop_epochs=args.crop_epochs,
+                epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, progress=progress, log=log,
+            )
+        else:
+            result = _train_manifest(args, progress, log)
+    if not ranks.main:
+        return 0
+    if ranks.distributed:
+        print(f"trained on {ranks.world} processes (DistributedDataParallel, global batch {args.batch_size})")
     print(f"best epoch {result.best_epoch}: {result.best_metrics}")
     print(f"checkpoint: {result.checkpoint} ({result.seconds:.0f} s)")
     return 0
@@ -156,17 +164,53 @@ def _parse_formats(text: str) -> tuple[str, ...]:
     return formats
 
 
+def _part(args: argparse.Namespace, environ=None) -> tuple[int, int]:
+    """(number of parts, 0-based part id): --num-parts/--part-id, else torchrun's WORLD_SIZE/RANK,
+    else a SLURM job array's task count and id, else the whole cohort."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    if args.num_parts is not None or args.part_id is not None:
+        if args.num_parts is None or args.part_id is None:
+            raise MedcamError("--num-parts and --part-id go together")
+        return args.num_parts, args.part_id
+    for count, index, first in (("WORLD_SIZE", "RANK", None), ("SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN")):
+        if environ.get(count) and environ.get(index):
+            try:
+                offset = int(environ.get(first) or 0) if first else 0  # SLURM array ids may start anywhere
+                parts, part = int(environ[count]), int(environ[index]) - offset
+            except ValueError as exc:
+                raise MedcamError(f"{count}={environ[count]!r}, {index}={environ[index]!r}: expected whole numbers") from exc
+            return parts, part
+    return 1, 0
+
+
 def _cohort(args: argparse.Namespace, model, cases, roots=()) -> int:
+    import gc
+    import os
+
     from medcam.cohort import run_cohort
 
     progress = not args.quiet and sys.stderr.isatty()
     log = (lambda _line: None) if args.quiet else print
-    summary = run_cohort(
-        cases, model, args.out, method=args.method, formats=_parse_formats(args.formats), workers=args.workers,
-        force=args.force, deterministic_uids=args.deterministic_uids, input_roots=roots, progress=progress, log=log,
-        layer=args.layer, fc_layer=args.fc_layer, allow_modality_mismatch=args.allow_modality_mismatch,
-        target=args.target, threshold=args.threshold,
-    )
+    num_parts, part_id = _part(args)
+    scheduler = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if scheduler and args.workers != 1:
+        raise MedcamError("--workers and --scheduler: choose one (a Dask cluster has its own workers)")
+    gc.freeze()  # an application's choice: what is imported and loaded by now is never collected
+    options = dict(method=args.method, formats=_parse_formats(args.formats), workers=args.workers, num_parts=num_parts,
+                   part_id=part_id, force=args.force, deterministic_uids=args.deterministic_uids, input_roots=roots,
+                   progress=progress, log=log, layer=args.layer, fc_layer=args.fc_layer,
+                   allow_modality_mismatch=args.allow_modality_mismatch, target=args.target, threshold=args.threshold)
+    if scheduler:
+        try:
+            from medcam.cluster import cluster_client
+        except ImportError as exc:
+            raise MedcamError("--scheduler needs Dask: pip install 'dask[distributed]'") from exc
+        with cluster_client(scheduler) as client:
+            summary = run_cohort(cases, model, args.out, executor=client, **options)
+    else:
+        summary = run_cohort(cases, model, args.out, **options)
     print(summary)
     return 1 if summary.failed and not args.allow_failures else 0
 
@@ -317,7 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain_cmd.add_argument("--device", default="cpu", help="cpu or cuda")
     explain_cmd.add_argument("--deterministic-uids", action="store_true", help="same inputs give the same UIDs")
     explain_cmd.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    explain_cmd.add_argument("--workers", type=int, default=2, help="cohort: threads reading and writing studies")
+    explain_cmd.add_argument("--workers", type=int, default=1,
+                             help="cohort: worker processes, each with the model loaded once (default 1: this process)")
+    explain_cmd.add_argument("--scheduler", help="cohort: a Dask scheduler, tcp://HOST:PORT (default: $DASK_SCHEDULER_ADDRESS), "
+                                                 "or local:N for a local cluster of N worker processes")
+    explain_cmd.add_argument("--num-parts", type=int,
+                             help="cohort: cut it into this many parts (default: $WORLD_SIZE of torchrun, or a SLURM array's size)")
+    explain_cmd.add_argument("--part-id", type=int, help="cohort: the part to run, 0-based (default: $RANK, or $SLURM_ARRAY_TASK_ID)")
     explain_cmd.add_argument("--force", action="store_true", help="cohort: redo cases already done")
     explain_cmd.add_argument("--allow-failures", action="store_true", help="cohort: exit 0 even if some cases failed")
     explain_cmd.add_argument("--quiet", action="store_true", help="no progress bar or per-case lines")
@@ -351,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--synthetic", choices=["ct3d", "cr2d"], help="generate a synthetic cohort of this task")
     source.add_argument("--manifest", type=Path, help="CSV with columns image (path) and label, optionally mask (a lesion mask on any grid)")
     train.add_argument("--out", type=Path, required=True, help="checkpoint to write (best validation loss)")
-    train.add_argument("--n", type=int, default=700, help="synthetic: matched pairs to generate (default 700)")
+    train.add_argument("--pairs", "--n", dest="n", type=int, default=700, help="synthetic: matched pairs to generate (default 700)")
     train.add_argument("--n-val", type=int, default=200, help="synthetic: independent validation studies")
     train.add_argument("--crop-epochs", type=int,
                        help="epochs on lesion-centred crops before the whole volumes (default: the task's recipe; manifest: 24 with masks, 0 without)")

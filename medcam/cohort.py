@@ -1,15 +1,19 @@
 """Explain a cohort: every study under a folder (or listed in a CSV), a manifest row per case, resumable.
 
-One model stays in memory; ``workers`` threads read and write studies in parallel while the
-model runs one case at a time. A case that fails is recorded with its error and the run goes on.
+Cases run in this process one after another, side by side in ``workers`` worker processes
+(:mod:`medcam.workers`: spawned, each holding the model once), or on the caller's executor (a
+Dask ``distributed.Client`` included: :mod:`medcam.cluster`). Each case is written on its own;
+this process keeps the manifest as results come in. A cohort can also be cut into parts
+(:func:`shard`) run by independent processes or machines, each with its own manifest. A case that
+fails is recorded with its error and the run goes on.
 """
 
 from __future__ import annotations
 
 import csv
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Executor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,7 +25,7 @@ from medcam.io.volume import is_nifti_path
 from medcam.models.explainable import ExplainableModel
 from medcam.study import Study, safe_case_id
 
-__all__ = ["MANIFEST_COLUMNS", "find_cases", "cases_from_csv", "run_cohort", "CohortSummary"]
+__all__ = ["MANIFEST_COLUMNS", "find_cases", "cases_from_csv", "manifest_name", "run_cohort", "shard", "CohortSummary"]
 
 MANIFEST_COLUMNS = (
     "case_id", "source", "series_uid", "modality", "prediction", "probability", "peak_lps_mm",
@@ -109,11 +113,34 @@ class CohortSummary:
                 f"manifest {self.manifest}")
 
 
-def _read_manifest(path: Path) -> dict[str, dict[str, str]]:
-    if not path.is_file():
-        return {}
-    with open(path, newline="") as handle:
-        return {row["case_id"]: row for row in csv.DictReader(handle)}
+def shard(cases: Sequence[Study], num_parts: int, part_id: int) -> list[Study]:
+    """Part ``part_id`` (0-based) of ``num_parts``: every ``num_parts``-th case from the
+    ``part_id``-th on, in the order given (the order :func:`find_cases` and a CSV give are the
+    same in every process), so the parts together hold every case exactly once."""
+    if num_parts < 1 or not 0 <= part_id < num_parts:
+        raise MedcamError(f"part {part_id} of {num_parts}: the part id must lie in 0..{max(num_parts, 1) - 1} and parts be >= 1")
+    return list(cases[part_id::num_parts])
+
+
+def manifest_name(num_parts: int = 1, part_id: int = 0) -> str:
+    """``manifest.csv``, or ``manifest.part-I-of-K.csv`` for part I of K (1-based in the name)."""
+    return "manifest.csv" if num_parts == 1 else f"manifest.part-{part_id + 1}-of-{num_parts}.csv"
+
+
+def _read_manifests(out: Path) -> dict[str, dict[str, str]]:
+    """The rows of every manifest in ``out`` (the whole cohort's and each part's), the newest file's
+    row winning for a case in several: a run sees what every part did."""
+    rows: dict[str, dict[str, str]] = {}
+    for path in sorted(out.glob("manifest*.csv"), key=lambda p: p.stat().st_mtime_ns):
+        try:
+            with open(path, newline="", encoding="utf-8") as handle:
+                reader = csv.DictReader(handle)
+                if "case_id" not in (reader.fieldnames or []):
+                    raise MedcamError(f"{path}: not a medcam manifest (no case_id column); move it out of the output folder")
+                rows.update({row["case_id"]: row for row in reader})
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise MedcamError(f"{path}: not a medcam manifest ({exc}); move it out of the output folder") from exc
+    return rows
 
 
 def _complete(row: dict[str, str] | None, request: str, marker: Path) -> bool:
@@ -135,15 +162,14 @@ def request_key(model: ExplainableModel, **request) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _explain_case(study: Study, model: ExplainableModel, out_dir: Path, model_lock: threading.Lock, *, method: str,
-                  formats: Sequence[str], deterministic_uids: bool, overwrite: bool, threshold=None, **options) -> dict[str, str]:
+def _explain_case(study: Study, model: ExplainableModel, out_dir: Path, *, method: str, formats: Sequence[str],
+                  deterministic_uids: bool, overwrite: bool, threshold=None, **options) -> dict[str, str]:
     start = time.perf_counter()
     row = {"case_id": study.case_id, "source": str(study.source), "series_uid": study.series_uid or ""}
     try:
-        _ = study.volume  # read here, outside the model lock: reading and writing run in parallel
+        _ = study.volume
         row["series_uid"], row["modality"] = study.source_series_uid or "", study.modality or "NIfTI"
-        with model_lock:  # one model, one case at a time on it
-            explanation = explain(model, study, method=method, **options)
+        explanation = explain(model, study, method=method, **options)
         outputs = explanation.save(out_dir / study.case_id, formats=formats, threshold=threshold,
                                    deterministic_uids=deterministic_uids, overwrite=overwrite)
         files = [p for paths in outputs.paths.values() for p in paths]
@@ -160,6 +186,19 @@ def _explain_case(study: Study, model: ExplainableModel, out_dir: Path, model_lo
     return {column: row.get(column, "") for column in MANIFEST_COLUMNS}
 
 
+def _case_task(handle, study: Study, out_dir: Path, options: dict) -> dict[str, str]:
+    """One case in a worker process: the model is the one that process holds."""
+    from medcam.workers import worker_model
+
+    return _explain_case(study, worker_model(handle), out_dir, **options)
+
+
+def _failed_row(study: Study, error: str) -> dict[str, str]:
+    row = {"case_id": study.case_id, "source": str(study.source), "series_uid": study.series_uid or "", "status": "failed",
+           "error": error}
+    return {column: row.get(column, "") for column in MANIFEST_COLUMNS}
+
+
 def run_cohort(
     cases: Sequence[Study],
     model,
@@ -167,7 +206,10 @@ def run_cohort(
     *,
     method: str = "cam",
     formats: Sequence[str] = DEFAULT_FORMATS,
-    workers: int = 2,
+    workers: int = 1,
+    executor: Executor | None = None,
+    num_parts: int = 1,
+    part_id: int = 0,
     force: bool = False,
     deterministic_uids: bool = False,
     input_roots: Sequence[str | Path] = (),
@@ -179,18 +221,28 @@ def run_cohort(
     target: int | str | None = None,
     threshold: float | str | None = None,
 ) -> CohortSummary:
-    """Explain every case into ``out_dir/<case_id>/`` and keep ``out_dir/manifest.csv`` up to date.
+    """Explain every case into ``out_dir/<case_id>/`` and keep the manifest up to date.
 
     ``model`` is an :class:`~medcam.models.ExplainableModel` (or a Checkpoint or path);
     ``target``, ``layer``, ``fc_layer`` and ``allow_modality_mismatch`` are passed to
     :func:`medcam.explain`, ``threshold`` to :meth:`Explanation.save` (the SEG's), as for one case.
     A class or threshold that cannot be used is refused before any case runs.
 
-    Cases recorded as ``ok`` for the same request (method, model, formats, class, threshold,
-    layer: the manifest's ``request`` column) whose outputs and completion marker all exist are
-    skipped unless ``force``; a case asked for differently, or left half-written, is redone. The
-    manifest is rewritten (atomically) after every case, so an interrupted run resumes.
-    ``out_dir`` may lie neither in a DICOM series folder nor in any of ``input_roots``.
+    Where the cases run: with ``workers`` 1 (the default) in this process, one after another;
+    with more, in that many spawned worker processes that each load the model once
+    (:func:`medcam.workers.process_pool`; a worker that dies takes its cases to another, and a
+    case that kills workers twice is recorded as failed); or on ``executor``: any
+    :class:`concurrent.futures.Executor` the caller owns, or a Dask ``distributed.Client``, whose
+    workers then load the model once each (:func:`medcam.cluster.cluster_executor`). Outputs
+    must lie on a folder every worker sees.
+
+    With ``num_parts`` > 1 only part ``part_id`` of the cases runs (:func:`shard`), and its rows
+    go to its own manifest (:func:`manifest_name`); a run sees the rows of every manifest in the
+    folder. Cases recorded as ``ok`` for the same request (method, model, formats, class,
+    threshold, layer: the manifest's ``request`` column) whose outputs and completion marker all
+    exist are skipped unless ``force``; a case asked for differently, or left half-written, is
+    redone. The manifest is rewritten (atomically) after every case, so an interrupted run
+    resumes. ``out_dir`` may lie neither in a DICOM series folder nor in any of ``input_roots``.
     """
     from tqdm.auto import tqdm
 
@@ -206,43 +258,108 @@ def run_cohort(
 
         if parse_threshold(threshold) is None:
             raise MedcamError("the 'seg' output needs --threshold: a raw value (2.5), a share of the maximum (50%) or a percentile (p99)")
+    if workers < 1:
+        raise MedcamError(f"workers must be at least 1, found {workers}")
+    cases = shard(cases, num_parts, part_id)
     out = check_output_dir(out_dir, [*input_roots, *(case.source for case in cases if case.source is not None and case.source.is_dir())])
-    manifest_path = out / "manifest.csv"
-    rows = _read_manifest(manifest_path)
+    manifest_path = out / manifest_name(num_parts, part_id)
+    rows = _read_manifests(out)
     request = request_key(model, method=method, formats=sorted(formats), target=target, threshold=threshold, layer=layer,
                           fc_layer=fc_layer, deterministic_uids=deterministic_uids)
     todo = [case for case in cases if force or not _complete(
         rows.get(case.case_id), request, completion_marker(out / case.case_id, output_name(method)))]
     skipped = len(cases) - len(todo)
-    lock, write_lock = threading.Lock(), threading.Lock()
+    options = dict(method=method, formats=tuple(formats), deterministic_uids=deterministic_uids, overwrite=True, layer=layer,
+                   fc_layer=fc_layer, allow_modality_mismatch=allow_modality_mismatch, target=target, threshold=threshold)
     start = time.perf_counter()
 
     def save() -> None:
-        with write_lock, atomic_output(manifest_path, overwrite=True) as temporary:
+        with atomic_output(manifest_path, overwrite=True) as temporary:
             with open(temporary, "w", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=list(MANIFEST_COLUMNS))
                 writer.writeheader()
                 writer.writerows(rows[case.case_id] for case in cases if case.case_id in rows)
 
     failed = 0
-    bar = tqdm(total=len(todo), desc="explaining", disable=not progress, dynamic_ncols=True)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {
-            pool.submit(_explain_case, case, model, out, lock, method=method, formats=formats,
-                        deterministic_uids=deterministic_uids, overwrite=True, layer=layer, fc_layer=fc_layer,
-                        allow_modality_mismatch=allow_modality_mismatch, target=target, threshold=threshold): case
-            for case in todo
-        }
-        for future in as_completed(futures):
-            row = future.result()
-            row["request"] = request
-            rows[row["case_id"]] = row
-            save()
-            bar.update(1)
-            if row["status"] == "failed":
-                failed += 1
-                log(f"{row['case_id']}: failed: {row['error']}")
-    bar.close()
+    bar = tqdm(total=len(todo), desc="explaining", unit="case", disable=not progress, dynamic_ncols=True)
+
+    def record(row: dict[str, str]) -> None:
+        nonlocal failed
+        row["request"] = request
+        rows[row["case_id"]] = row
+        save()
+        bar.update(1)
+        if row["status"] == "failed":
+            failed += 1
+            log(f"{row['case_id']}: failed: {row['error']}")
+
+    try:
+        if executor is None and workers == 1:
+            for case in todo:
+                record(_explain_case(case, model, out, **options))
+        elif executor is None:
+            _run_in_pool(todo, model, out, options, workers, record)
+        else:
+            _run_on_executor(todo, model, out, options, executor, record)
+    finally:
+        bar.close()
     if not todo:
         save()
     return CohortSummary(len(todo) - failed, skipped, failed, time.perf_counter() - start, manifest_path)
+
+
+def _run_on_executor(todo: Sequence[Study], model: ExplainableModel, out: Path, options: dict, executor, record) -> None:
+    """Every case on the caller's executor (a Dask Client: its workers hold the model once each)."""
+    from medcam.workers import model_handle
+
+    handle = model_handle(model)
+    if hasattr(executor, "get_executor") and hasattr(executor, "register_plugin"):  # a distributed.Client
+        from medcam.cluster import cluster_executor
+
+        executor, handle = cluster_executor(executor, handle), handle.light()
+    futures = {executor.submit(_case_task, handle, case, out, options): case for case in todo}
+    for future in as_completed(futures):
+        try:
+            row = future.result()
+        except Exception as exc:  # noqa: BLE001 - a worker lost for good, a task the cluster gave up on
+            row = _failed_row(futures[future], f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+        record(row)
+
+
+#: How many worker processes a case may take down with it before it is recorded as failed.
+_WORKER_DEATHS_PER_CASE = 2
+
+
+def _run_in_pool(todo: Sequence[Study], model: ExplainableModel, out: Path, options: dict, workers: int, record) -> None:
+    """Every case in ``workers`` spawned processes of medcam's own. When a worker dies (killed,
+    out of memory) the pool breaks: it is started again and the cases not yet finished run
+    again. The first ``workers`` of them in submission order (those that may have been running)
+    are suspects; a case suspected twice is recorded as failed rather than tried forever."""
+    from medcam.workers import model_handle, process_pool
+
+    handle = model_handle(model)
+    suspected = {case.case_id: 0 for case in todo}
+    pending = list(todo)
+    while pending:
+        size = min(workers, len(pending))
+        pool = process_pool(size, handle)
+        try:
+            futures = {pool.submit(_case_task, handle.light(), case, out, options): case for case in pending}
+            broken = []
+            for future in as_completed(futures):
+                try:
+                    record(future.result())
+                except BrokenProcessPool:
+                    broken.append(futures[future])
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=not broken)
+        order = {case.case_id: n for n, case in enumerate(pending)}
+        pending = []
+        for n, case in enumerate(sorted(broken, key=lambda c: order[c.case_id])):
+            suspected[case.case_id] += n < size
+            if suspected[case.case_id] >= _WORKER_DEATHS_PER_CASE:
+                record(_failed_row(case, f"its worker process died {suspected[case.case_id]} times (killed, or out of memory)"))
+            else:
+                pending.append(case)

@@ -173,15 +173,28 @@ def _is_dictionary_transform(transform) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class TensorTransform:
+    """``MetaTensor -> MetaTensor`` through ``transform`` (None: unchanged), a dictionary transform
+    run on ``{key: tensor}``. A class rather than a closure, so a model pickles into worker processes."""
+
+    transform: Any
+    key: str | None = None
+
+    def __call__(self, tensor):
+        if self.transform is None:
+            return tensor
+        if self.key is None:
+            return run_transform(self.transform, tensor)
+        return run_transform(self.transform, {self.key: tensor})[self.key]
+
+
 def tensor_transform(transform, key: str | None = None) -> Callable[[Any], Any]:
     """``transform`` as ``MetaTensor -> MetaTensor``: an array transform as it is, a dictionary
     transform around ``{key: tensor}`` (``key`` defaults to the transform's first key)."""
     if transform is None:
-        return lambda tensor: tensor
-    key = key or _is_dictionary_transform(transform)
-    if key is None:
-        return lambda tensor: run_transform(transform, tensor)
-    return lambda tensor: run_transform(transform, {key: tensor})[key]
+        return TensorTransform(None)
+    return TensorTransform(transform, key or _is_dictionary_transform(transform))
 
 
 def from_module(

@@ -22,6 +22,7 @@ from medcam.errors import MedcamError, MedcamWarning
 from medcam.metrics.classification import ClassificationMetrics, classification_metrics
 from medcam.models.checkpoint import save_checkpoint
 from medcam.models.checks import validation_localisation
+from medcam.models.distributed import barrier, current_ranks
 from medcam.models.gap_classifier import ClassifierConfig, GapClassifier
 from medcam.transforms import PreprocessConfig, build_transform, preprocess
 
@@ -274,9 +275,15 @@ def _manifest_path(manifest: Path, value: str | None) -> Path:
 def lesion_centred_crops(data: TrainingData, crop_size: Sequence[int], seed: int, *, jitter: float = 0.25,
                          per_case: int = 1) -> TrainingData:
     """``per_case`` crops of ``crop_size`` model voxels per case: around a random lesion voxel
-    (shifted by up to ``jitter`` of the crop size) for a case with lesions, around a random
-    foreground voxel (above the image's median) for one without, always inside the volume. Masks
-    are cropped alike.
+    (shifted by up to ``jitter`` of the crop size) for a case with lesions; for one without,
+    around a model-grid position drawn from the lesion voxels of all the cases with lesions
+    (shifted alike), always inside the volume. Masks are cropped alike.
+
+    The negatives' crops are where the positives' are, so the crop's place (deep in the brain
+    against the scalp or the air, say) tells nothing: a classifier of these crops must see the
+    lesion. (Centring them on any bright voxel let a classifier of brain MR crops learn the place,
+    crop loss 0.60, and nothing of the lesions: whole-volume AUC 0.52.) Without any lesion in the
+    data, a random voxel above the image's median is the centre.
 
     The cohort counterpart of :func:`make_synthetic_crops` (there, matched pairs share a crop).
     """
@@ -287,11 +294,17 @@ def lesion_centred_crops(data: TrainingData, crop_size: Sequence[int], seed: int
     size = np.asarray(data.images.shape[2:])
     if np.any(crop > size):
         raise TrainingError(f"crop size {tuple(crop)} exceeds the model grid {tuple(size)}")
+    lesion_voxels = torch.cat([torch.nonzero(mask[0]) for mask in data.masks if bool(mask.any())] or [torch.zeros((0, len(crop)), dtype=torch.int64)])
     images, masks, labels = [], [], []
     for index in [i for i in range(len(data)) for _ in range(per_case)]:
         image, mask = data.images[index], data.masks[index]
         labels.append(int(data.labels[index]))
-        candidates = torch.nonzero(mask[0]) if bool(mask.any()) else torch.nonzero(image[0].float() > image[0].float().median())
+        if bool(mask.any()):
+            candidates = torch.nonzero(mask[0])
+        elif len(lesion_voxels):
+            candidates = lesion_voxels
+        else:
+            candidates = torch.nonzero(image[0].float() > image[0].float().median())
         if len(candidates) == 0:
             candidates = torch.nonzero(torch.ones_like(mask[0]))
         centre = candidates[int(rng.integers(len(candidates)))].numpy() + rng.uniform(-jitter, jitter, size=len(crop)) * crop
@@ -319,7 +332,7 @@ def split_data(data: TrainingData, val_fraction: float, seed: int) -> tuple[Trai
 @dataclass
 class TrainingResult:
     checkpoint: Path
-    best_metrics: ClassificationMetrics
+    best_metrics: ClassificationMetrics | None  # None on the ranks other than 0 of a distributed run
     best_epoch: int
     history: list[dict[str, float]]
     seconds: float
@@ -453,7 +466,20 @@ def train_classifier(
     it the layer is left as trained: on the labels-only radiograph model, centring took the CAM
     hit rate from 0.46 to 0 (``benchmarks/RESULTS.md``).
     Validation metrics use the positive class (index 1) probability at threshold 0.5.
+
+    Under a ``torch.distributed`` process group (``torchrun``; gloo, on the CPU) the model is
+    wrapped in DistributedDataParallel: each epoch a DistributedSampler (seeded, the same on
+    every rank) deals the samples (or matched pairs) out to the ranks, each rank takes
+    ``batch_size // world`` of every global batch of ``batch_size`` and flips them with its own
+    seed, and the gradients are averaged. Batch norm stays consistent: its running statistics
+    are recomputed on every rank from the same sample of the same weights, and DDP broadcasts
+    rank 0's buffers at each step (the batch statistics of a step are each rank's own: CPU
+    tensors have no SyncBatchNorm). Only rank 0 validates, logs and writes the checkpoint; the
+    other ranks return once it is written, with ``best_metrics`` None.
     """
+    ranks = current_ranks()
+    if not ranks.main:
+        log, progress = (lambda _line: None), False
     num_classes = model_config.num_classes
     _check_split("training", train, num_classes)
     _check_split("validation", val, num_classes)
@@ -461,23 +487,31 @@ def train_classifier(
         raise TrainingError("the localisation loss needs a binary task and training data with lesion masks")
     if localisation_warmup >= epochs:
         raise TrainingError(f"localisation_warmup ({localisation_warmup}) must be shorter than the {epochs} epochs")
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # the same initial weights on every rank
+    generator = torch.Generator().manual_seed(seed + ranks.rank)  # the order (one process) and the flips: per rank
     model = GapClassifier(model_config)
     if initial_state is not None:
         model.load_state_dict(initial_state)
+    network: nn.Module = _WithFeatures(model)
+    if ranks.distributed:
+        if batch_size % ranks.world or (train.summary.get("matched_pairs") and batch_size % (2 * ranks.world)):
+            raise TrainingError(f"batch size {batch_size} cannot be shared out evenly between {ranks.world} ranks "
+                                f"({'pairs' if train.summary.get('matched_pairs') else 'samples'}); choose a multiple")
+        network = nn.parallel.DistributedDataParallel(network)
+    local_batch = batch_size // ranks.world
     counts = torch.tensor(train.counts(num_classes), dtype=torch.float32)
     weights = counts.sum() / (num_classes * counts.clamp(min=1))
     criterion = nn.CrossEntropyLoss(weight=weights)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    steps_per_epoch = (len(train) + batch_size - 1) // batch_size
+    steps_per_epoch = -(-_samples_per_rank(train, ranks) // local_batch)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
     spatial_axes = list(range(2, 2 + model_config.spatial_dims))
     summary = {
         "train": {**train.summary, "n": len(train), "class_counts": train.counts(num_classes)},
         "validation": {**val.summary, "n": len(val), "class_counts": val.counts(num_classes)},
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "augment": augment,
-        "localisation_weight": localisation_weight, "localisation_warmup": localisation_warmup, **(extra_summary or {}),
+        "localisation_weight": localisation_weight, "localisation_warmup": localisation_warmup, "processes": ranks.world,
+        **(extra_summary or {}),
     }
     bn_images = train.images
     if batch_norm_samples is not None and len(train) > batch_norm_samples:
@@ -491,16 +525,12 @@ def train_classifier(
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
-        if train.summary.get("matched_pairs"):
-            pairs = torch.randperm(len(train) // 2, generator=generator)
-            order = torch.stack([2 * pairs, 2 * pairs + 1], dim=1).flatten()
-        else:
-            order = torch.randperm(len(train), generator=generator)
+        order = _epoch_order(train, ranks, seed, epoch, generator)
         total_loss = total_penalty = 0.0
         weight_now = localisation_weight * min(1.0, (epoch - 1) / localisation_warmup if localisation_warmup else 1.0)
-        batches = range(0, len(train), batch_size)
+        batches = range(0, len(order), local_batch)
         for first in _progress(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", enabled=progress):
-            index = order[first : first + batch_size]
+            index = order[first : first + local_batch]
             images, labels = train.images[index].float(), train.labels[index]
             masks = train.masks[index] if localisation_weight else None
             if augment:
@@ -508,13 +538,13 @@ def train_classifier(
                 if flips:
                     images = torch.flip(images, flips)
                     masks = None if masks is None else torch.flip(masks, flips)
+            logits, features = network(images)
             if masks is not None:
-                logits, features = model.forward_with_features(images)
                 penalty = localisation_penalty(model, features, masks)
                 loss = criterion(logits, labels) + weight_now * penalty
                 total_penalty += float(penalty.detach()) * len(index)
             else:
-                loss = criterion(model(images), labels)
+                loss = criterion(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -523,6 +553,9 @@ def train_classifier(
         if localisation_weight:  # the penalty measures evidence against the mean class: save that map
             centre_classifier(model)
         _recompute_batch_norm(model, bn_images, batch_size)
+        if not ranks.main:  # rank 0 validates and writes; the others go on to the next epoch
+            continue
+        total_loss, total_penalty = total_loss * ranks.world, total_penalty * ranks.world  # rank 0's share, scaled
         probabilities = predict_probabilities(model, val.images)
         metrics = classification_metrics(val.labels.numpy() == 1, probabilities[:, 1])
         val_loss = float(nn.functional.nll_loss(torch.log(torch.from_numpy(probabilities).clamp(min=1e-7)), val.labels))
@@ -554,6 +587,9 @@ def train_classifier(
             f"epoch {epoch:3d}/{epochs}  train loss {total_loss / len(train):.4f}{penalty_text}  val loss {val_loss:.4f}  "
             f"{metrics}{hit_text}  evidence in foreground {localisation['evidence_in_foreground']:.2f}{'  *saved' if improved else ''}"
         )
+    barrier()  # the checkpoint is written before any rank goes on
+    if not ranks.main:
+        return TrainingResult(Path(out), None, 0, [], time.perf_counter() - start)
     if best_metrics is None:
         raise TrainingError(f"no epoch after the {localisation_warmup} warm-up epochs was kept; train for more epochs")
     inside = best_localisation["evidence_in_foreground"]
@@ -565,6 +601,39 @@ def train_classifier(
         log(f"warning: {message}")
         warnings.warn(message, MedcamWarning, stacklevel=2)
     return TrainingResult(Path(out), best_metrics, best_epoch, history, time.perf_counter() - start)
+
+
+class _WithFeatures(nn.Module):
+    """The classifier's logits and feature maps in one forward pass (what DDP wraps: a loss on
+    the features must go through the wrapped forward for its gradients to be averaged)."""
+
+    def __init__(self, model: GapClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.forward_with_features(images)
+
+
+def _samples_per_rank(train: TrainingData, ranks) -> int:
+    units, per_unit = (len(train) // 2, 2) if train.summary.get("matched_pairs") else (len(train), 1)
+    return -(-units // ranks.world) * per_unit
+
+
+def _epoch_order(train: TrainingData, ranks, seed: int, epoch: int, generator: torch.Generator) -> torch.Tensor:
+    """This rank's samples for an epoch, in order: a permutation (one process), or this rank's
+    share dealt by a DistributedSampler; matched pairs stay together."""
+    pairs = bool(train.summary.get("matched_pairs"))
+    units = len(train) // 2 if pairs else len(train)
+    if ranks.distributed:
+        from torch.utils.data import DistributedSampler
+
+        sampler = DistributedSampler(range(units), num_replicas=ranks.world, rank=ranks.rank, shuffle=True, seed=seed)
+        sampler.set_epoch(epoch)
+        chosen = torch.tensor(list(sampler), dtype=torch.int64)
+    else:
+        chosen = torch.randperm(units, generator=generator)
+    return torch.stack([2 * chosen, 2 * chosen + 1], dim=1).flatten() if pairs else chosen
 
 
 def train_synthetic_task(
@@ -615,7 +684,9 @@ def train_synthetic_task(
     from medcam.models.checkpoint import load_checkpoint
 
     state = load_checkpoint(stage_one).model.state_dict()
-    stage_one.unlink()
+    barrier()  # every rank has read it
+    if current_ranks().main:
+        stage_one.unlink()
     log(f"stage 2: {len(volumes)} whole volumes, {epochs} epochs")
     second = train_classifier(
         volumes, val, model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
@@ -694,7 +765,9 @@ def train_manifest(
         from medcam.models.checkpoint import load_checkpoint
 
         state = load_checkpoint(stage_one).model.state_dict()
-        stage_one.unlink()
+        barrier()  # every rank has read it
+        if current_ranks().main:
+            stage_one.unlink()
         extra = {"recipe": "crops then whole volumes", "stage1": {"crops": len(crops), "crop_size": list(crop),
                  "epochs": crop_epochs, "best_epoch": first.best_epoch, "seconds": round(first.seconds, 1)}}
         log(f"stage 2: {len(train)} whole volumes, {epochs} epochs")

@@ -272,5 +272,16 @@ def test_lesion_centred_crops_hold_the_lesion():
     crops = lesion_centred_crops(TrainingData(images, torch.tensor([1, 0, 1, 0]), {}, masks), (16, 12, 6), seed=0, jitter=0.0)
     assert crops.images.shape == (4, 1, 16, 12, 6) and crops.masks.shape == (4, 1, 16, 12, 6)
     assert crops.masks[0].any() and crops.masks[2].any() and not crops.masks[1].any()
+    # a negative's crop lies where a positive's lesion lies (its place tells nothing): the voxels
+    # are numbered, so a crop's first value is where it starts
+    numbered = torch.arange(32 * 24 * 12, dtype=torch.float32).reshape(1, 1, 32, 24, 12).repeat(4, 1, 1, 1, 1)
+    for seed in range(5):
+        crops = lesion_centred_crops(TrainingData(numbered, torch.tensor([1, 0, 1, 0]), {}, masks), (16, 12, 6), seed=seed,
+                                     jitter=0.0)
+        lesions = torch.nonzero(masks[0, 0] | masks[2, 0])
+        for negative in (1, 3):
+            low = torch.tensor(np.unravel_index(int(crops.images[negative, 0, 0, 0, 0]), (32, 24, 12)))
+            inside = ((lesions >= low) & (lesions < low + torch.tensor([16, 12, 6]))).all(dim=1)
+            assert inside.any(), (seed, negative, low)
     with pytest.raises(TrainingError, match="need lesion masks"):
         lesion_centred_crops(TrainingData(images, torch.tensor([1, 0, 1, 0]), {}), (16, 12, 6), seed=0)
