@@ -34,6 +34,9 @@ _LAZY = {
     "from_module": "medcam.models.explainable",
     "load_model": "medcam.models.explainable",
     "MedcamReader": "medcam.io.monai_reader",
+    "run_cohort": "medcam.cohort",
+    "find_cases": "medcam.cohort",
+    "cases_from_csv": "medcam.cohort",
 }
 
 
