@@ -26,7 +26,12 @@ def check_output_dir(out_dir: str | Path, inputs: list[str | Path]) -> Path:
         folder = source if source.is_dir() else source.parent
         if source.is_dir() and (out == folder or folder in out.parents):
             raise ExportError(f"{out_dir}: the output folder lies inside the input folder {source}; choose another place")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out_dir}: exists and is not a folder; the outputs need a folder (give another --out)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from exc
     return out
 
 

@@ -115,11 +115,14 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the checkpoint file is empty (0 bytes): an interrupted copy or download?")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types on bad files
+        first_line = (str(exc).splitlines() or [""])[0][:200]
         raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            f"{path}: not a readable checkpoint ({type(exc).__name__}: {first_line}); "
             "the file is corrupt, truncated, or not a torch file"
         ) from exc
     if not isinstance(payload, dict) or "medcam" not in payload or "state_dict" not in payload:

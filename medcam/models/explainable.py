@@ -234,6 +234,22 @@ def from_checkpoint(checkpoint) -> ExplainableModel:
     )
 
 
+def checked_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device this process can use, or a one-line error saying why not."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise MedcamError(f"--device {device}: not a device name; use cpu, cuda or cuda:N") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MedcamError(f"--device {device}: CUDA is not available here (a CPU-only torch, or no GPU); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise MedcamError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise MedcamError(f"--device {device}: medcam runs on cpu or cuda")
+    return device
+
+
 def load_model(path: str | Path, *, device: str | torch.device = "cpu", class_names: Sequence[str] | None = None) -> ExplainableModel:
     """The model at ``path``: a MONAI Bundle folder or zip, or a medcam checkpoint file.
 
@@ -243,6 +259,7 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", class_na
         Missing path, a file of another kind, or a bundle that cannot be loaded (the message says why).
     """
     path = Path(path)
+    device = checked_device(device)
     if not path.exists():
         raise CheckpointError(f"{path}: no such model file or bundle folder")
     if path.is_dir() or path.suffix.lower() == ".zip":
