@@ -15,8 +15,11 @@ def source_window(datasets, volume_array: np.ndarray) -> tuple[float, float]:
     centre = ds.get("WindowCenter") if ds is not None else None
     width = ds.get("WindowWidth") if ds is not None else None
     if centre is not None and width is not None:
-        centre, width = _first(centre), _first(width)
-        if width > 0:
+        try:
+            centre, width = _first(centre), _first(width)
+        except (TypeError, ValueError, IndexError):  # a window that is not a number: the display falls back
+            centre = width = float("nan")
+        if np.isfinite(centre) and np.isfinite(width) and width > 0:
             return centre - width / 2, centre + width / 2
     low, high = np.percentile(volume_array, [1, 99])
     return float(low), float(max(high, low + 1e-6))

@@ -89,10 +89,18 @@ def _thickness(ds: Dataset) -> float | None:
     return thickness if thickness and thickness > 0 else None
 
 
-def _rescale(ds: Dataset) -> tuple[float, float]:
-    slope = ds.get("RescaleSlope")
-    intercept = ds.get("RescaleIntercept")
-    return (float(slope) if slope not in (None, "") else 1.0, float(intercept) if intercept not in (None, "") else 0.0)
+def _rescale(ds: Dataset, label: str) -> tuple[float, float]:
+    """(slope, intercept) of the modality LUT. A value that is not a number is NaN here, so the
+    geometry stays readable (``medcam info``) and the voxels it would make are refused when the
+    volume is read (:func:`medcam.io.dicom.read_dicom_series`: NaN after the modality LUT)."""
+    values = []
+    for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
+        value = ds.get(keyword)
+        try:
+            values.append(float(value) if value not in (None, "") else default)
+        except (TypeError, ValueError):
+            values.append(float("nan"))
+    return values[0], values[1]
 
 
 def _single_frame_plane(ds: Dataset, index: int, label: str) -> SlicePlane:
@@ -101,7 +109,7 @@ def _single_frame_plane(ds: Dataset, index: int, label: str) -> SlicePlane:
     row = col = None
     if orientation:
         row, col = _orientation(orientation, label)
-    slope, intercept = _rescale(ds)
+    slope, intercept = _rescale(ds, label)
     return SlicePlane(
         position_lps=_floats(position, 3, "ImagePositionPatient", label) if position else None,
         row_cosine=row,
@@ -147,7 +155,7 @@ def _multiframe_planes(ds: Dataset, index: int, label: str) -> list[SlicePlane]:
                 "(a multi-frame object without patient geometry, e.g. cine, is not a volume)"
             )
         row, col = _orientation(orientation_item.ImageOrientationPatient, frame_label)
-        slope, intercept = _rescale(transform) if transform is not None else _rescale(ds)
+        slope, intercept = _rescale(transform, frame_label) if transform is not None else _rescale(ds, frame_label)
         planes.append(
             SlicePlane(
                 position_lps=_floats(position_item.ImagePositionPatient, 3, "ImagePositionPatient", frame_label),

@@ -1,5 +1,7 @@
 """Inputs whose values or geometry would be silently wrong are refused, each with one line."""
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pydicom
@@ -61,3 +63,37 @@ def test_a_complex_nifti_is_refused(tmp_path):
     nib.save(nib.Nifti1Image((np.ones((4, 4, 3)) * (1 + 2j)).astype(np.complex64), np.eye(4)), str(tmp_path / "c.nii.gz"))
     with pytest.raises(ImageReadError, match=r"complex voxels .*take the magnitude first"):
         read_nifti(tmp_path / "c.nii.gz")
+
+
+def _set_text(keyword, text):
+    def edit(ds):
+        tag = pydicom.datadict.tag_for_keyword(keyword)
+        if keyword in ds:
+            del ds[keyword]
+        ds.add_new(tag, "LO", text)  # a value no number parser takes, as some exporters write
+    return edit
+
+
+def test_a_rescale_slope_that_is_not_a_number_is_refused_in_one_line(series_folder, tmp_path, capsys):
+    _edit_first(series_folder, _set_text("RescaleSlope", "abc"))
+    with pytest.raises(ImageReadError, match=r"NaN or infinite after the modality LUT"):
+        read_dicom_series(series_folder)
+    assert main(["info", str(series_folder)]) == 0  # the geometry is still described
+    capsys.readouterr()
+    model = tmp_path.parent / "unused.pt"
+    from pathlib import Path
+
+    bundled = Path(__file__).resolve().parents[2] / "sample_data" / "models" / "ct3d.pt"
+    assert main(["explain", str(series_folder), "--model", str(bundled), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("medcam: error: ") and "\n" not in err and not model.exists()
+
+
+def test_a_window_that_is_not_a_number_falls_back_to_percentiles(series_folder):
+    from medcam.export.overlay import source_window
+
+    path = _edit_first(series_folder, _set_text("WindowCenter", "lung"))
+    ds = pydicom.dcmread(path)
+    ds.WindowWidth = "400"
+    values = np.linspace(-100, 300, 1000, dtype=np.float32)
+    assert source_window([ds], values) == pytest.approx(tuple(np.percentile(values, [1, 99])))
