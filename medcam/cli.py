@@ -437,6 +437,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.handler(args))
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        # what was written completely is kept; a set cut short has no completion marker, and the next run redoes it
+        print("medcam: interrupted; outputs written completely are kept, a re-run completes the rest", file=sys.stderr)
+        return 130
     except MedcamError as exc:
         if args.debug:
             raise

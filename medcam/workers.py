@@ -4,7 +4,8 @@ A worker process holds the model once (:class:`ModelHandle`): a checkpoint or bu
 there from its file, a model built in Python arrives pickled. The pool medcam starts uses the
 ``spawn`` start method, so nothing of the parent's threads (torch's pools, a caller's) is forked;
 its initializer is the only place medcam tunes a process, and the process is its own: torch's
-thread count shared out between the workers, and ``gc.freeze()`` once the model is loaded.
+thread count shared out between the workers, Ctrl-C left to the parent, and ``gc.freeze()`` once
+the model is loaded.
 """
 
 from __future__ import annotations
@@ -82,7 +83,11 @@ def worker_model(handle: ModelHandle) -> ExplainableModel:
 
 
 def _initialise_worker(handle: ModelHandle, threads: int) -> None:
+    import signal
+
     import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
 
     torch.set_num_threads(threads)  # this process is the pool's own: its workers share the CPUs
     worker_model(handle)

@@ -232,3 +232,24 @@ def test_workers_and_a_scheduler_together_are_refused(cohort, model_path, tmp_pa
     code = main(["explain", str(cohort), "--model", str(model_path), "--out", str(tmp_path / "o"), "--workers", "2",
                  "--scheduler", "local:2"])
     assert code == 2 and "choose one" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_exits_130_in_one_line_and_a_rerun_completes(cohort, model_path, reference, tmp_path, workers):
+    out = tmp_path / "out"
+    process = subprocess.Popen(_cli("explain", str(cohort), "--model", str(model_path), "--out", str(out), "--formats",
+                                    FORMATS, "--quiet", "--workers", workers), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not list(out.glob("*/.cam.complete.json")):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)  # as Ctrl-C does (the terminal signals the whole group; here the command)
+    stdout, stderr = process.communicate(timeout=120)
+    if process.returncode == 0:
+        pytest.fail(f"the cohort finished before the interrupt reached it: {stdout.decode()}")
+    assert process.returncode == 130, stderr.decode()
+    assert stderr.decode().strip().splitlines() == ["medcam: interrupted; outputs written completely are kept, a re-run completes the rest"]
+    rerun = subprocess.run(_cli("explain", str(cohort), "--model", str(model_path), "--out", str(out), "--formats", FORMATS,
+                                "--quiet"), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert_same_results(out, reference)
