@@ -20,6 +20,19 @@ from medcam.transforms import PreprocessConfig
 TINY_PREPROCESS = PreprocessConfig(3, (12.0, 12.0, 16.0), (32, 24, 12))
 
 
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory):
+    """A tiny untrained 3D checkpoint (seeded) on the cohort grid: cohort runs need a model, not a good one."""
+    import torch
+
+    from medcam.models import ClassifierConfig, GapClassifier, save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(path, GapClassifier(ClassifierConfig(3, channels=(4, 8), convs_per_stage=(1, 1))), TINY_PREPROCESS, ("no", "yes"))
+    return path
+
+
 def _tool(name: str) -> str:
     found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if found is None:

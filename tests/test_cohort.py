@@ -1,29 +1,17 @@
 """A cohort run with one corrupted study among good ones, then a resume, through the CLI and the library."""
 
 import csv
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-import torch
 
 from medcam.cli import main
 from medcam.cohort import find_cases, run_cohort
 from medcam.data import StudyInfo, axial_geometry, ct_abdomen_scene, make_study, write_dicom_series
 from medcam.io import write_nifti
-from medcam.models import ClassifierConfig, GapClassifier, load_checkpoint, save_checkpoint
-from medcam.transforms import PreprocessConfig
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    config = PreprocessConfig(3, (12.0, 12.0, 16.0), (32, 24, 12))
-    save_checkpoint(path, GapClassifier(ClassifierConfig(3, channels=(4, 8), convs_per_stage=(1, 1))), config, ("no", "yes"))
-    return path
+from medcam.models import load_checkpoint
 
 
 @pytest.fixture

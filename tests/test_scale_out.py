@@ -24,19 +24,10 @@ from medcam.cohort import find_cases, manifest_name, run_cohort, shard
 from medcam.data import axial_geometry, ct_abdomen_scene, make_study, write_dicom_series
 from medcam.errors import MedcamError
 from medcam.io import write_nifti
-from medcam.models import ClassifierConfig, GapClassifier, from_module, load_model, save_checkpoint
+from medcam.models import ClassifierConfig, GapClassifier, from_module, load_model
 from medcam.transforms import PreprocessConfig, build_transform
 
 FORMATS = "nifti,pm"
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    torch.manual_seed(3)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    config = PreprocessConfig(3, (12.0, 12.0, 16.0), (32, 24, 12))
-    save_checkpoint(path, GapClassifier(ClassifierConfig(3, channels=(4, 8), convs_per_stage=(1, 1))), config, ("no", "yes"))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -121,23 +121,23 @@ def write_case_outputs(
 
 def _write_outputs(
     explanation: Explanation,
-    out_dir: str | Path,
+    out: Path,
     *,
-    formats: Sequence[str] = DEFAULT_FORMATS,
-    threshold: Threshold | None = None,
-    deterministic_uids: bool = False,
-    overwrite: bool = False,
-    name: str = "cam",
-    colormap: str = "jet",
-    opacity: float = 0.5,
-    executor: Executor | None = None,
-    gzip_threads: int = 0,
+    formats: Sequence[str],
+    threshold: Threshold | None,
+    deterministic_uids: bool,
+    overwrite: bool,
+    name: str,
+    colormap: str,
+    opacity: float,
+    executor: Executor | None,
+    gzip_threads: int,
 ) -> CaseOutputs:
-    """The outputs themselves (:func:`write_case_outputs` holds the lock and writes the marker)."""
+    """The outputs themselves, into ``out`` (:func:`write_case_outputs` checks and creates it, holds the
+    lock and writes the marker)."""
     study = explanation.study
     series = study.series
     source_path = study.source if study.source is not None else study.case_id
-    out = Path(out_dir)  # checked and created by write_case_outputs
     result = explanation.result
     provenance = explanation.model.provenance
     sidecar: dict[str, Any] = {

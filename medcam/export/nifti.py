@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import nibabel as nib
-from isal import igzip_threaded
 import numpy as np
+from isal import igzip_threaded
 
 from medcam.export.outputs import atomic_output
 from medcam.geometry import Volume
@@ -39,7 +39,8 @@ def write_heatmap_nifti(
     identical to the input's. ``.nii.gz`` files are deflated by ISA-L at
     ``compress_level`` (0-3; zlib's level 6 or 9 can cost more than the whole explanation), in
     the calling thread, or in ``gzip_threads`` threads of its own if the caller asks
-    (``isal.igzip_threaded``); ``.nii`` files are not compressed. The voxels are streamed out a slab at a time, never copied whole.
+    (``isal.igzip_threaded``); ``.nii`` files are not compressed. The voxels are streamed out a
+    slab at a time, never copied whole.
     """
     path = Path(path)
     json_path = sidecar_path(path)

@@ -85,7 +85,8 @@ def write_secondary_capture(
         heat = window_to_levels(heatmap.array[:, :, k].T, 0.0, top) if top > 0 else np.zeros_like(gray)  # 8-bit levels
         rgb = draw_legend(blend(gray, heat, colormap=colormap, opacity=opacity), colormap=colormap)
         path = folder / f"SC{k + 1:04d}.dcm"
-        ds = shared.copy()  # shallow: the shared elements are never changed, each file adds its own
+        ds = Dataset()  # its own element table, holding the shared elements (never changed) and its own
+        ds.update(shared)
         ds.update(slice_attributes(uids, k, planes[k] if planes is not None else None))
         ds.PixelData = np.ascontiguousarray(rgb).tobytes()
         set_file_meta(ds)

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from medcam.errors import DicomSeriesError, ImageReadError, MedcamWarning
 from medcam.geometry import ImageGeometry, Volume, affine_lps_to_ras
@@ -19,7 +20,7 @@ from medcam.io.dicom_stack import build_stack
 
 __all__ = ["DicomSeries", "SourceFrame", "read_dicom_series", "read_series_geometry"]
 
-_NATIVE_LITTLE_ENDIAN = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # Implicit and Explicit VR Little Endian
+_NATIVE_LITTLE_ENDIAN = (ImplicitVRLittleEndian, ExplicitVRLittleEndian)
 
 
 def _stored_frames(ds: pydicom.Dataset, path: Path, n_frames: int) -> np.ndarray:

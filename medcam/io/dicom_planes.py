@@ -89,7 +89,7 @@ def _thickness(ds: Dataset) -> float | None:
     return thickness if thickness and thickness > 0 else None
 
 
-def _rescale(ds: Dataset, label: str) -> tuple[float, float]:
+def _rescale(ds: Dataset) -> tuple[float, float]:
     """(slope, intercept) of the modality LUT. A value that is not a number is NaN here, so the
     geometry stays readable (``medcam info``) and the voxels it would make are refused when the
     volume is read (:func:`medcam.io.dicom.read_dicom_series`: NaN after the modality LUT)."""
@@ -109,7 +109,7 @@ def _single_frame_plane(ds: Dataset, index: int, label: str) -> SlicePlane:
     row = col = None
     if orientation:
         row, col = _orientation(orientation, label)
-    slope, intercept = _rescale(ds, label)
+    slope, intercept = _rescale(ds)
     return SlicePlane(
         position_lps=_floats(position, 3, "ImagePositionPatient", label) if position else None,
         row_cosine=row,
@@ -155,7 +155,7 @@ def _multiframe_planes(ds: Dataset, index: int, label: str) -> list[SlicePlane]:
                 "(a multi-frame object without patient geometry, e.g. cine, is not a volume)"
             )
         row, col = _orientation(orientation_item.ImageOrientationPatient, frame_label)
-        slope, intercept = _rescale(transform, frame_label) if transform is not None else _rescale(ds, frame_label)
+        slope, intercept = _rescale(transform) if transform is not None else _rescale(ds)
         planes.append(
             SlicePlane(
                 position_lps=_floats(position_item.ImagePositionPatient, 3, "ImagePositionPatient", frame_label),

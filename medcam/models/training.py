@@ -615,16 +615,20 @@ class _WithFeatures(nn.Module):
         return self.model.forward_with_features(images)
 
 
+def _units(train: TrainingData) -> tuple[int, int]:
+    """(how many units an epoch deals out, samples per unit): matched pairs stay together."""
+    return (len(train) // 2, 2) if train.summary.get("matched_pairs") else (len(train), 1)
+
+
 def _samples_per_rank(train: TrainingData, ranks) -> int:
-    units, per_unit = (len(train) // 2, 2) if train.summary.get("matched_pairs") else (len(train), 1)
-    return -(-units // ranks.world) * per_unit
+    units, per_unit = _units(train)
+    return -(-units // ranks.world) * per_unit  # a DistributedSampler pads every rank's share to the same length
 
 
 def _epoch_order(train: TrainingData, ranks, seed: int, epoch: int, generator: torch.Generator) -> torch.Tensor:
     """This rank's samples for an epoch, in order: a permutation (one process), or this rank's
     share dealt by a DistributedSampler; matched pairs stay together."""
-    pairs = bool(train.summary.get("matched_pairs"))
-    units = len(train) // 2 if pairs else len(train)
+    units, per_unit = _units(train)
     if ranks.distributed:
         from torch.utils.data import DistributedSampler
 
@@ -633,7 +637,7 @@ def _epoch_order(train: TrainingData, ranks, seed: int, epoch: int, generator: t
         chosen = torch.tensor(list(sampler), dtype=torch.int64)
     else:
         chosen = torch.randperm(units, generator=generator)
-    return torch.stack([2 * chosen, 2 * chosen + 1], dim=1).flatten() if pairs else chosen
+    return torch.stack([2 * chosen, 2 * chosen + 1], dim=1).flatten() if per_unit == 2 else chosen
 
 
 def train_synthetic_task(

@@ -7,7 +7,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from medcam.data import StudyInfo, axial_geometry, make_study, write_dicom_series
+from medcam.data import axial_geometry, make_study, write_dicom_series
 from medcam.errors import DicomSeriesError, MedcamWarning
 from medcam.geometry import ImageGeometry, Volume, affine_lps_to_ras, lps_to_ras, ras_to_lps
 from medcam.io import read_dicom_series

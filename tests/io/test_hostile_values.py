@@ -80,13 +80,11 @@ def test_a_rescale_slope_that_is_not_a_number_is_refused_in_one_line(series_fold
         read_dicom_series(series_folder)
     assert main(["info", str(series_folder)]) == 0  # the geometry is still described
     capsys.readouterr()
-    model = tmp_path.parent / "unused.pt"
-    from pathlib import Path
-
     bundled = Path(__file__).resolve().parents[2] / "sample_data" / "models" / "ct3d.pt"
     assert main(["explain", str(series_folder), "--model", str(bundled), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("medcam: error: ") and "\n" not in err and not model.exists()
+    assert err.startswith("medcam: error: ") and "modality LUT" in err and "RescaleSlope [nan" in err
+    assert "\n" not in err and not (tmp_path / "o" / "cam.nii.gz").exists()
 
 
 def test_a_window_that_is_not_a_number_falls_back_to_percentiles(series_folder):
