@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=3, default=(64, 72, 64))
     parser.add_argument("--crop-epochs", type=int)
     parser.add_argument("--epochs", type=int)
+    parser.add_argument("--crop-size", type=int, nargs=3, help="lesion-centred crop in model voxels (default: half the grid)")
     parser.add_argument("--localisation-weight", type=float, help="default: the recipe's")
     parser.add_argument("--stem-stride", type=int, default=2)
     parser.add_argument("--work", type=Path,
@@ -128,7 +129,7 @@ def main() -> None:
             manifest = manifests[mode]
             result = train_manifest(
                 manifest, work / f"{mode}.pt", preprocess_config=preprocess_config, model_config=model_config,
-                class_names=("no lesion", "lesion"), seed=args.seed, crop_epochs=args.crop_epochs if mode == "masks" else 0,
+                class_names=("no lesion", "lesion"), seed=args.seed, crop_epochs=args.crop_epochs if mode == "masks" else 0, crop_size=args.crop_size,
                 epochs=args.epochs, localisation_weight=args.localisation_weight if mode == "masks" else None, modalities=("MR",), log=lambda line: print(f"  [{mode}] {line}", flush=True),
             )
             trained = time.perf_counter() - start

@@ -54,17 +54,16 @@ def _info(args: argparse.Namespace) -> int:
     from medcam.io import find_series, read_nifti
     from medcam.io.dicom import read_series_geometry
     from medcam.io.dicom_scan import scan_files
+    from medcam.io.paths import checked_input
     from medcam.io.volume import is_nifti_path
 
-    path = Path(args.path)
+    path = checked_input(args.path)
     if path.is_file() and is_nifti_path(path):
         volume = read_nifti(path)
         print(f"{path}: NIfTI")
         print("\n".join(_format_geometry(volume.geometry)))
         print(f"    values       {float(volume.array.min()):.4g} .. {float(volume.array.max()):.4g}")
         return 0
-    if not path.exists():
-        raise MedcamError(f"{path}: no such file or folder")
     scan = find_series(path) if path.is_dir() else scan_files([path])
     print(f"{path}: {scan.n_files} files, {len(scan.series)} image series")
     for info in scan.series:
@@ -218,13 +217,12 @@ def _cohort(args: argparse.Namespace, model, cases, roots=()) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from medcam.cam import CamMethod
     from medcam.cohort import cases_from_csv, find_cases
+    from medcam.io.paths import checked_input
     from medcam.models import load_model
     from medcam.study import read_study
 
     CamMethod.from_name(args.method)  # an unknown method fails before any work
-    source = Path(args.input)
-    if not source.exists():
-        raise MedcamError(f"{source}: no such file or folder")
+    source = checked_input(args.input)
     model = load_model(args.model, device=args.device, class_names=args.classes)
     if source.is_file() and source.suffix.lower() == ".csv":
         return _cohort(args, model, cases_from_csv(source))

@@ -78,23 +78,23 @@ def _unique_ids(cases: list[Study]) -> list[Study]:
 def cases_from_csv(path: str | Path) -> list[Study]:
     """Cases listed in a CSV with an ``image`` column (and optional ``case_id``, ``series_uid``,
     ``mask``, ``label``, ``map``), paths relative to the CSV."""
+    from medcam.io.tables import read_table, table_path
+
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as handle:  # Excel writes a byte-order mark
-        rows = list(csv.DictReader(handle))
-    if not rows or "image" not in rows[0]:
-        raise MedcamError(f"{path}: expected a CSV with an 'image' column and at least one row")
+    _, rows = read_table(path, ["image"], what="cohort CSV")
     cases, seen = [], {}
     for number, row in enumerate(rows, start=2):
-        given = Path(row["image"])
-        source = given if given.is_absolute() else path.parent / given
+        if not (row.get("image") or "").strip():
+            raise MedcamError(f"{path} row {number}: the image column is empty")
+        given = Path(row["image"].strip())
+        source = table_path(path, str(given))
         # the id: the case_id column, else the path as written (patient1/ct.nii.gz and patient2/ct.nii.gz differ)
         case_id = safe_case_id(row.get("case_id") or str(given))
         if case_id in seen:
             raise MedcamError(f"{path} rows {seen[case_id]} and {number}: both are case {case_id!r}; "
                               "give each row its own case_id (every case writes its own folder)")
         seen[case_id] = number
-        mask, map_path = (Path(row[key].strip()) if (row.get(key) or "").strip() else None for key in ("mask", "map"))
-        mask, map_path = (p if p is None or p.is_absolute() else path.parent / p for p in (mask, map_path))
+        mask, map_path = (table_path(path, row.get(key)) for key in ("mask", "map"))
         cases.append(Study(source, case_id, row.get("series_uid") or None, mask,
                            (row.get("label") or "").strip() or None, map_path))
     return cases

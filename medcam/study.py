@@ -21,6 +21,7 @@ from medcam.errors import ImageReadError
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries, read_dicom_series
 from medcam.io.nifti import read_nifti
+from medcam.io.paths import checked_input
 from medcam.io.volume import is_nifti_path
 
 __all__ = ["Study", "read_study", "safe_case_id"]
@@ -94,8 +95,7 @@ class Study:
             return
         if self.source is None:
             raise ImageReadError(f"study {self.case_id}: no source to read")
-        if not self.source.exists():
-            raise ImageReadError(f"{self.source}: no such file or folder")
+        checked_input(self.source)
         if self.is_nifti:
             self._loaded.update(volume=read_nifti(self.source), series=None)
         else:
@@ -132,9 +132,7 @@ class Study:
             return None
         if isinstance(self.mask_source, Volume):
             return self.mask_source
-        path = Path(self.mask_source)
-        if not path.exists():
-            raise ImageReadError(f"{path}: lesion mask of case {self.case_id}: no such file or folder")
+        path = checked_input(self.mask_source, f"lesion mask of case {self.case_id}")
         if path.is_file() and is_nifti_path(path):
             return read_nifti(path)
         return read_dicom_series(path).volume
@@ -188,9 +186,7 @@ def read_study(source: str | Path, *, series_uid: str | None = None, mask: str |
     ImageReadError
         ``source`` does not exist.
     """
-    path = Path(source)
-    if not path.exists():
-        raise ImageReadError(f"{path}: no such file or folder")
+    path = checked_input(source)
     if isinstance(mask, (str, Path)):
         mask = Path(mask)
     name = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem if path.is_file() else path.name

@@ -10,6 +10,7 @@ A :class:`PreprocessConfig` is stored in every checkpoint so inference reproduce
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from medcam.geometry import ImageGeometry, Volume, orthogonal_axes
 __all__ = ["PreprocessConfig", "build_transform", "to_meta_tensor", "preprocess", "run_transform", "model_geometry"]
 
 _INTENSITY_MODES = ("window", "robust_zscore", "percentile")
+MAX_MODEL_VOXELS = 512**3  # a larger model grid is refused: 0.5 GiB per float32 input already
 _SIZE_MODES = ("pad_crop", "resize")
 
 
@@ -69,6 +71,10 @@ class PreprocessConfig:
             problems.append(f"spacing needs {self.spatial_dims} positive values, found {self.spacing}")
         if len(self.spatial_size) != self.spatial_dims or any(s < 1 for s in self.spatial_size):
             problems.append(f"spatial_size needs {self.spatial_dims} positive sizes, found {self.spatial_size}")
+        elif math.prod(self.spatial_size) > MAX_MODEL_VOXELS:
+            problems.append(f"a model grid of {' x '.join(map(str, self.spatial_size))} voxels is more than the "
+                            f"{MAX_MODEL_VOXELS:,} (512^3) medcam allows: each input would take "
+                            f"{math.prod(self.spatial_size) * 4 / 2**30:.0f} GiB before the network's own memory")
         if self.intensity not in _INTENSITY_MODES:
             problems.append(f"intensity must be one of {_INTENSITY_MODES}, found {self.intensity!r}")
         if self.intensity == "window" and (self.window is None or len(self.window) != 2 or self.window[1] <= 0):

@@ -103,7 +103,7 @@ def test_train_user_errors(manifest, tmp_path, capsys):
     missing = tmp_path / "none.csv"
     assert main(["train", "--manifest", str(missing), "--spatial-dims", "2", "--spacing", "1", "1", "--size", "8", "8",
                  "--out", str(tmp_path / "m.pt")]) == 2
-    assert "no such manifest file" in capsys.readouterr().err
+    assert "none.csv: no such file or folder" in capsys.readouterr().err
 
 
 def test_explain_a_dicom_study(tmp_path, capsys):

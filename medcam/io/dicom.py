@@ -10,12 +10,14 @@ from typing import Sequence
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from medcam.errors import DicomSeriesError, ImageReadError, MedcamWarning
 from medcam.geometry import ImageGeometry, Volume, affine_lps_to_ras
 from medcam.io.dicom_planes import SlicePlane, planes_from_dataset
 from medcam.io.dicom_scan import SeriesInfo, SeriesScan, find_series, scan_files
+from medcam.io.memory import check_volume_fits
+from medcam.io.paths import checked_input
 from medcam.io.dicom_stack import build_stack
 
 __all__ = ["DicomSeries", "SourceFrame", "read_dicom_series", "read_series_geometry"]
@@ -23,33 +25,45 @@ __all__ = ["DicomSeries", "SourceFrame", "read_dicom_series", "read_series_geome
 _NATIVE_LITTLE_ENDIAN = (ImplicitVRLittleEndian, ExplicitVRLittleEndian)
 
 
+def _check_pixel_length(ds: pydicom.Dataset, path: Path, n_frames: int) -> None:
+    """Uncompressed pixel data must hold what the header declares, no more and no less.
+
+    Longer (BitsAllocated 8 over 16-bit pixels, say): pydicom would read the values from the wrong
+    bytes with a warning. Shorter: a truncated file, or a header declaring far more pixels than
+    the file holds (checked before the volume's memory is asked for).
+    """
+    meta = getattr(ds, "file_meta", None)
+    data = ds.get("PixelData")
+    if meta is None or meta.get("TransferSyntaxUID") not in _NATIVE_LITTLE_ENDIAN or not isinstance(data, (bytes, bytearray)):
+        return
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    samples, allocated = int(ds.get("SamplesPerPixel", 1)), int(ds.get("BitsAllocated", 0))
+    declared = (n_frames * rows * columns * samples * allocated + 7) // 8
+    if allocated and not declared <= len(data) <= declared + 1:  # one byte of padding to an even length is allowed
+        cause = "the file is truncated or its header is wrong" if len(data) < declared else "refusing to guess which is wrong"
+        raise ImageReadError(
+            f"{path}: the pixel data holds {len(data)} bytes but the header declares {declared} "
+            f"({n_frames * rows * columns} values of {allocated} bits: Rows, Columns, NumberOfFrames, BitsAllocated); {cause}"
+        )
+
+
 def _stored_frames(ds: pydicom.Dataset, path: Path, n_frames: int) -> np.ndarray:
     """The stored values of ``ds``'s frames, shaped (frames, rows, columns), decoded by pydicom.
 
-    Raises ImageReadError for pixel data that cannot be decoded, and for uncompressed pixel
-    data longer than the header declares (BitsAllocated 8 over 16-bit pixels, say): pydicom
-    would read its values from the wrong bytes with a warning.
+    Raises ImageReadError for pixel data that cannot be decoded or whose length is not what the
+    header declares (:func:`_check_pixel_length`).
     """
     rows, columns = int(ds.Rows), int(ds.Columns)
+    _check_pixel_length(ds, path, n_frames)
     meta = getattr(ds, "file_meta", None)
-    data = ds.get("PixelData")
-    if meta is not None and meta.get("TransferSyntaxUID") in _NATIVE_LITTLE_ENDIAN and isinstance(data, (bytes, bytearray)):
-        samples, allocated = int(ds.get("SamplesPerPixel", 1)), int(ds.get("BitsAllocated", 0))
-        declared = (n_frames * rows * columns * samples * allocated + 7) // 8
-        if allocated and len(data) > declared + 1:  # one byte of padding to an even length is allowed
-            raise ImageReadError(
-                f"{path}: the pixel data holds {len(data)} bytes but the header declares {declared} "
-                f"({n_frames * rows * columns} values of {allocated} bits: Rows, Columns, NumberOfFrames, BitsAllocated); "
-                "refusing to guess which is wrong"
-            )
+    syntax = meta.get("TransferSyntaxUID", "?") if meta is not None else "?"
     try:
         pixels = np.asarray(ds.pixel_array)
     except Exception as exc:  # noqa: BLE001 - decoders raise many types
-        raise ImageReadError(
-            f"{path}: cannot decode the pixel data ({type(exc).__name__}: {exc}); the file may be truncated, "
-            f"or its transfer syntax {meta.get('TransferSyntaxUID', '?') if meta else '?'} needs a decoder that is not "
-            "installed (pip install 'medcam-toolkit[jpeg]')"
-        ) from exc
+        compressed = isinstance(syntax, UID) and syntax.is_compressed
+        hint = (f"; its transfer syntax {syntax} may need a decoder that is not installed (pip install 'medcam-toolkit[jpeg]')"
+                if compressed else "; the file may be truncated or corrupt")
+        raise ImageReadError(f"{path}: cannot decode the pixel data ({type(exc).__name__}: {exc}){hint}") from exc
     return pixels.reshape(n_frames, rows, columns)
 
 
@@ -119,18 +133,16 @@ def _select(scan: SeriesScan, name: str, series_uid: str | None):
 
 def _scan(source: str | Path | Sequence[str | Path]) -> tuple[SeriesScan, str]:
     if isinstance(source, (str, Path)):
-        path = Path(source)
+        path = checked_input(source)
         if path.is_dir():
             return find_series(path, keep_headers=True), str(path)
-        if not path.exists():
-            raise ImageReadError(f"{path}: no such file or folder")
         return scan_files([path], keep_headers=True), str(path)
     paths = [Path(p) for p in source]
     if not paths:
         raise DicomSeriesError("read_dicom_series: the list of files is empty")
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise ImageReadError(f"{missing[0]}: no such file")
+    for path in paths:
+        if checked_input(path).is_dir():
+            raise ImageReadError(f"{path}: a folder in a list of DICOM files")
     return scan_files(paths, keep_headers=True), f"{len(paths)} files starting with {paths[0]}"
 
 
@@ -226,6 +238,10 @@ def read_dicom_series(
     # one float32 volume, filled plane by plane; each file's pixel data is dropped once decoded.
     # Fortran order (i fastest): each plane is one contiguous block, as in NIfTI and DICOM frames
     first = datasets[planes[layout.order[0]].dataset_index]
+    for index in sorted({planes[i].dataset_index for i in layout.order}):  # before the volume's memory is asked for
+        ds = datasets[index]
+        _check_pixel_length(ds, info.files[index], int(getattr(ds, "NumberOfFrames", 1) or 1))
+    check_volume_fits((int(first.Columns), int(first.Rows), len(layout.order)), series_name)
     array = np.empty((int(first.Columns), int(first.Rows), len(layout.order)), dtype=np.float32, order="F")
     decoded: dict[int, np.ndarray] = {}
     for k, plane_index in enumerate(layout.order):

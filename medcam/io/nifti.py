@@ -9,6 +9,8 @@ import numpy as np
 
 from medcam.errors import GeometryError, ImageReadError
 from medcam.geometry import ImageGeometry, Volume, axis_cosine
+from medcam.io.memory import check_volume_fits
+from medcam.io.paths import checked_input
 
 __all__ = ["read_nifti", "write_nifti", "set_affine", "NIFTI_SUFFIXES"]
 
@@ -29,13 +31,14 @@ def read_nifti(path: str | Path) -> Volume:
     GeometryError
         A singular or non-finite affine.
     """
-    path = Path(path)
+    path = checked_input(path)
     if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
+        raise ImageReadError(f"{path}: a folder, not a NIfTI file")
     try:
         image = nib.load(str(path))
         if np.issubdtype(image.get_data_dtype(), np.complexfloating):
             raise ImageReadError(f"{path}: complex voxels ({image.get_data_dtype()}); expected real values (take the magnitude first)")
+        _check_declared_size(image, path)
         data = np.asarray(image.get_fdata(dtype=np.float32))
     except ImageReadError:
         raise
@@ -56,6 +59,19 @@ def read_nifti(path: str | Path) -> Volume:
     except GeometryError as exc:
         raise GeometryError(f"{path}: {exc}") from exc
     return Volume(data, geometry)
+
+
+def _check_declared_size(image, path: Path) -> None:
+    """Refuse a header that declares more voxels than the file holds (uncompressed) or than this
+    machine's memory holds as float32, before nibabel asks for that memory."""
+    shape = tuple(int(n) for n in image.shape)
+    count = int(np.prod(shape, dtype=np.float64))
+    if not str(path).lower().endswith(".gz"):
+        declared = int(image.dataobj.offset) + count * image.get_data_dtype().itemsize
+        if path.stat().st_size < declared:
+            raise ImageReadError(f"{path}: the header declares {' x '.join(map(str, shape))} voxels ({declared} bytes with "
+                                 f"the header) but the file holds {path.stat().st_size}; it is truncated or its header is wrong")
+    check_volume_fits(shape, str(path))
 
 
 def _stored_pixdim(path: Path) -> np.ndarray | None:

@@ -8,6 +8,7 @@ from medcam.errors import ImageReadError
 from medcam.geometry import Volume
 from medcam.io.dicom import read_dicom_series
 from medcam.io.nifti import NIFTI_SUFFIXES, read_nifti
+from medcam.io.paths import checked_input
 
 __all__ = ["read_volume", "is_nifti_path"]
 
@@ -21,9 +22,7 @@ def read_volume(path: str | Path, *, series_uid: str | None = None, allow_irregu
 
     For the DICOM headers as well, use :func:`medcam.io.read_dicom_series`.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: no such file or folder")
+    path = checked_input(path)
     if path.is_file() and is_nifti_path(path):
         return read_nifti(path)
     return read_dicom_series(path, series_uid, allow_irregular=allow_irregular).volume

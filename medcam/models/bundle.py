@@ -78,11 +78,17 @@ def _find_root(folder: Path) -> Path:
     raise CheckpointError(f"{folder}: not a MONAI Bundle (no configs/ folder with inference.json)")
 
 
+def _section(metadata: dict, key: str) -> dict:
+    """``metadata["network_data_format"][key]``, or an empty dict where either is absent or not an object."""
+    formats = metadata.get("network_data_format")
+    section = formats.get(key) if isinstance(formats, dict) else None
+    return section if isinstance(section, dict) else {}
+
+
 def _class_names(metadata: dict, given: Sequence[str] | None, where: str) -> tuple[str, ...]:
     if given:
         return tuple(given)
-    outputs = metadata.get("network_data_format", {}).get("outputs", {})
-    for output in outputs.values():
+    for output in _section(metadata, "outputs").values():
         channels = output.get("channel_def") if isinstance(output, dict) else None
         if isinstance(channels, dict) and channels:
             try:
@@ -93,9 +99,8 @@ def _class_names(metadata: dict, given: Sequence[str] | None, where: str) -> tup
 
 
 def _modalities(metadata: dict) -> tuple[str, ...]:
-    inputs = metadata.get("network_data_format", {}).get("inputs", {})
     found = []
-    for item in inputs.values():
+    for item in _section(metadata, "inputs").values():
         if isinstance(item, dict) and isinstance(item.get("modality"), str) and item["modality"].strip():
             found.append(item["modality"])
     return tuple(found)
@@ -105,7 +110,7 @@ def _spatial_dims(parser, metadata: dict) -> int:
     network = parser.get("network_def", {})
     if isinstance(network, dict) and isinstance(network.get("spatial_dims"), int):
         return int(network["spatial_dims"])
-    for item in metadata.get("network_data_format", {}).get("inputs", {}).values():
+    for item in _section(metadata, "inputs").values():
         shape = item.get("spatial_shape") if isinstance(item, dict) else None
         if isinstance(shape, (list, tuple)) and len(shape) in (2, 3):
             return len(shape)
@@ -180,9 +185,11 @@ def _load_folder(root: Path, where: str, *, device, class_names, sha256: str | N
     metadata_path = configs / "metadata.json"
     if metadata_path.is_file():
         try:
-            metadata = json.loads(metadata_path.read_text())
-        except json.JSONDecodeError as exc:
+            metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"{where}: configs/metadata.json is not valid JSON ({exc})") from exc
+        if not isinstance(metadata, dict):
+            raise CheckpointError(f"{where}: configs/metadata.json is a JSON {type(metadata).__name__}, expected an object")
     parser = ConfigParser()
     try:
         parser.read_config(str(config))

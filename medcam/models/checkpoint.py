@@ -135,13 +135,21 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
         metadata = json.loads(payload["medcam"])
     except (TypeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: the medcam metadata is not valid JSON") from exc
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path}: the medcam metadata is a JSON {type(metadata).__name__}, expected an object")
+    for key in ("model_config", "preprocess_config"):
+        if not isinstance(metadata.get(key, {}), dict):
+            raise CheckpointError(f"{path}: the metadata's {key} is a JSON {type(metadata[key]).__name__}, expected an object")
     if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: format {metadata.get('format')!r} version {metadata.get('format_version')!r}; "
             f"this medcam reads {FORMAT!r} version {FORMAT_VERSION}"
         )
-    model_config = ClassifierConfig.from_dict(metadata.get("model_config", {}))
-    preprocess_config = PreprocessConfig.from_dict(metadata.get("preprocess_config", {}))
+    try:
+        model_config = ClassifierConfig.from_dict(metadata.get("model_config", {}))
+        preprocess_config = PreprocessConfig.from_dict(metadata.get("preprocess_config", {}))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     class_names = tuple(metadata.get("class_names", ()))
     if len(class_names) != model_config.num_classes:
         raise CheckpointError(f"{path}: {len(class_names)} class names for {model_config.num_classes} classes")

@@ -7,7 +7,6 @@ so an interrupted run leaves the previous best checkpoint, never a half-written 
 
 from __future__ import annotations
 
-import csv
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -212,17 +211,13 @@ def load_manifest_data(
     from medcam.study import read_study
     from medcam.transforms import model_geometry
 
+    from medcam.io.tables import read_table, table_path
+
     manifest = Path(manifest)
-    if not manifest.is_file():
-        raise TrainingError(f"{manifest}: no such manifest file")
-    with open(manifest, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        if "image" not in columns or "label" not in columns:
-            raise TrainingError(f"{manifest}: expected columns 'image' and 'label', found {columns}")
-        rows = list(reader)
-    if not rows:
-        raise TrainingError(f"{manifest}: the manifest has no rows")
+    try:
+        columns, rows = read_table(manifest, ["image", "label"], what="manifest")
+    except MedcamError as exc:
+        raise TrainingError(str(exc)) from None
     names = list(class_names)
     with_masks = "mask" in columns
     transform = build_transform(config)
@@ -236,9 +231,9 @@ def load_manifest_data(
             label = int(raw)
         else:
             raise TrainingError(f"{where}: unknown label {raw!r}; expected one of {names} or 0..{len(names) - 1}")
-        image_path = _manifest_path(manifest, row.get("image"))
-        if not image_path.exists():
-            raise TrainingError(f"{where}: image {image_path} does not exist")
+        image_path = table_path(manifest, row.get("image"))
+        if image_path is None or not image_path.exists():
+            raise TrainingError(f"{where}: image {image_path or '(blank)'} does not exist")
         try:
             tensor = preprocess(read_study(image_path).volume, config, transform=transform)
         except MedcamError as exc:
@@ -247,8 +242,8 @@ def load_manifest_data(
         labels.append(label)
         if with_masks:
             mask = torch.zeros(tensor.shape, dtype=torch.bool)
-            if (row.get("mask") or "").strip():
-                mask_path = _manifest_path(manifest, row["mask"])
+            mask_path = table_path(manifest, row.get("mask"))
+            if mask_path is not None:
                 try:
                     lesion = read_study(mask_path).volume
                 except MedcamError as exc:
@@ -265,11 +260,6 @@ def load_manifest_data(
     summary = {"source": f"manifest:{manifest.name}", "n": len(rows), "masks": with_masks}
     return TrainingData(torch.stack(images), torch.tensor(labels, dtype=torch.int64), summary,
                         torch.stack(masks) if with_masks else None)
-
-
-def _manifest_path(manifest: Path, value: str | None) -> Path:
-    path = Path((value or "").strip())
-    return path if path.is_absolute() else manifest.parent / path
 
 
 def lesion_centred_crops(data: TrainingData, crop_size: Sequence[int], seed: int, *, jitter: float = 0.25,
