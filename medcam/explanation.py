@@ -19,6 +19,7 @@ import torch
 
 from medcam.backproject import to_source_grid
 from medcam.cam import CamMethod, CamResult, create_extractor
+from medcam.errors import GeometryError
 from medcam.geometry import Volume, ras_to_lps
 from medcam.io.dicom import DicomSeries
 from medcam.models.explainable import ExplainableModel, from_checkpoint
@@ -194,7 +195,10 @@ def explain(
     if not allow_modality_mismatch:
         model.check_modality(study.modality, str(study.source or study.case_id))
     if model_input is None:
-        model_input = model.prepare(study.volume)
+        try:
+            model_input = model.prepare(study.volume)
+        except GeometryError as exc:  # the volume does not suit the model (a single slice for a 3D model, say)
+            raise GeometryError(f"{study.source or study.case_id}: {exc}") from None
     x = model_input.as_tensor().unsqueeze(0).to(model.device)
     target_index = model.class_index(target) if isinstance(target, str) else target
     layer, fc_layer = _layers(model, x, method, layer, fc_layer)

@@ -207,3 +207,68 @@ def test_copies_of_the_corpus_inputs_are_independent(tmp_path):
     assert (ds.Rows, ds.Columns) == (65535, 65535) and len(ds.PixelData) == 16 * 12 * 2
     header = nib.load(str(_nifti_declaring(tmp_path / "h.nii", (4000, 4000, 4000), compress=False))).header
     assert tuple(header.get_data_shape()) == (4000, 4000, 4000) and copy.copy(header) is not None
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 300 KiB tmpfs (a full disk for one output set); the test is skipped, saying why, where
+    this process may not mount one (the suite's CI runs as root and mounts it)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode}): needs root")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_disk_names_the_file_and_a_re_run_completes(small_disk, tmp_path, capsys):
+    out = small_disk / "out"
+    err = _one_line(capsys, ["explain", str(STUDY), "--model", str(MODEL), "--out", str(out)])
+    assert err.endswith("cam.nii.gz: cannot be written (No space left on device)"), err
+    assert sorted(p.name for p in out.iterdir()) == [".medcam.lock"]  # no partial file, no half a set
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    assert main(["explain", str(STUDY), "--model", str(MODEL), "--out", str(out), "--formats", "nifti,png"]) == 0
+    assert {p.name for p in out.iterdir()} >= {"cam.nii.gz", "cam.png", ".cam.complete.json"}
+
+
+def test_a_full_disk_in_a_cohort_names_each_case_s_file(small_disk, tmp_path, capsys):
+    import csv
+
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    for name in ("a", "b"):
+        (cohort / f"{name}.nii.gz").write_bytes(STUDY.read_bytes())
+    assert main(["explain", str(cohort), "--model", str(MODEL), "--out", str(small_disk / "out")]) == 1  # cases failed
+    rows = list(csv.DictReader(open(small_disk / "out" / "manifest.csv")))
+    assert [row["status"] for row in rows] == ["failed", "failed"]
+    for row in rows:
+        assert f"out/{row['case_id']}/cam.nii.gz: cannot be written (No space left on device)" in row["error"]
+
+
+def test_a_read_only_location(small_disk, tmp_path, capsys):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    err = _one_line(capsys, ["explain", str(STUDY), "--model", str(MODEL), "--out", str(small_disk / "out")])
+    assert "out: cannot create the output folder (Read-only file system)" in err
+
+
+def test_a_single_slice_for_a_3d_model_names_the_study(tmp_path, capsys):
+    geometry = axial_geometry((16, 12, 1), (4.0, 4.0, 5.0))
+    write_dicom_series(Volume(np.full(geometry.shape, 40.0, np.float32), geometry), tmp_path / "one")
+    err = _one_line(capsys, ["explain", str(tmp_path / "one"), "--model", str(MODEL), "--out", str(tmp_path / "out")])
+    assert err.endswith("one: a 3D model expects a volume, found a single image of shape (16, 12, 1)")
+
+
+def test_an_image_without_series_uid_says_so(tmp_path, capsys):
+    folder = _series(tmp_path / "ct", lambda ds: delattr(ds, "SeriesInstanceUID"))
+    assert main(["info", str(folder)]) == 0  # info lists what it found, readable or not
+    out = capsys.readouterr()
+    assert "CT Image Storage without SeriesInstanceUID" in out.out + out.err and "without Rows" not in out.out + out.err
+
+
+def test_a_closed_pipe_on_stdout_ends_the_command_quietly(tmp_path):
+    """``medcam info ... | head -1``: the reader goes away; no BrokenPipeError traceback."""
+    folder = _series(tmp_path / "ct")
+    command = f"{sys.executable} -m medcam.cli info {folder} | head -c 1"
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

@@ -57,7 +57,10 @@ def output_lock(folder: Path) -> Iterator[None]:
     except ImportError:  # not POSIX: no lock
         yield
         return
-    handle = open(folder / LOCK_NAME, "a+")
+    try:
+        handle = open(folder / LOCK_NAME, "a+")
+    except OSError as exc:
+        raise ExportError(f"{folder}: cannot write there ({exc.strerror or exc})") from exc
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -78,17 +81,21 @@ def completion_marker(folder: Path, name: str) -> Path:
 def atomic_output(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` when the block succeeds.
 
-    Raises ExportError when ``path`` exists and ``overwrite`` is False. On any failure the
+    Raises ExportError when ``path`` exists and ``overwrite`` is False, and when the system
+    refuses the write (a full disk, a read-only location), naming ``path``. On any failure the
     temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise ExportError(f"{path}: already exists; pass overwrite=True (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = partial_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield temporary
         os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise ExportError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

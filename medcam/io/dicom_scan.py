@@ -114,8 +114,11 @@ def scan_files(paths: Iterable[Path], *, keep_headers: bool = False) -> SeriesSc
             skipped.append(SkippedFile(path, "DICOMDIR media index"))
             continue
         media_class = UID(str(getattr(ds.file_meta, "MediaStorageSOPClassUID", "") or ""))
-        if "Image Storage" in media_class.name and ("Rows" not in ds or "SeriesInstanceUID" not in ds):
-            unreadable.append(SkippedFile(path, f"damaged or truncated DICOM file ({media_class.name} without Rows)"))
+        lacking = [key for key in ("Rows", "SeriesInstanceUID") if key not in ds]
+        if "Image Storage" in media_class.name and lacking:
+            reason = (f"{media_class.name} without {' or '.join(lacking)}" if lacking != ["Rows"]
+                      else f"damaged or truncated DICOM file ({media_class.name} without Rows)")
+            unreadable.append(SkippedFile(path, reason))
             continue
         is_image, reason = _is_image(ds)
         if not is_image:

@@ -397,6 +397,44 @@ def centre_classifier(model: GapClassifier) -> None:
 
 
 @torch.no_grad()
+def calibrate_binary(model: GapClassifier, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 16) -> tuple[float, float]:
+    """Fit the logit difference of a binary model to ``images`` (whole volumes) and ``labels``:
+    ``z1 - z0 -> a (z1 - z0) + b``, with ``a > 0`` and ``b`` by class-balanced logistic regression
+    (Platt scaling); the linear layer is changed in place so that the model computes it.
+
+    A network trained on crops scores a whole volume by the mean over many more cells: its
+    ranking carries over, its scale and threshold do not. Scaling the linear layer's weights by
+    ``a`` and moving its biases keeps the CAM exact (the map of class 1 becomes ``a`` times the
+    old one plus a constant: its shape, peak and energy are unchanged). Returns ``(a, b)``.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        logits = torch.cat([model(images[i : i + batch_size].float()) for i in range(0, len(images), batch_size)])
+    finally:
+        model.train(was_training)
+    d = (logits[:, 1] - logits[:, 0]).double().numpy()
+    y = (labels.numpy() == 1).astype(float)
+    weight = np.where(y == 1, 0.5 / max(y.mean(), 1e-9), 0.5 / max(1 - y.mean(), 1e-9))
+    scale = float(np.std(d)) or 1.0
+    x = np.stack([d / scale, np.ones_like(d)], axis=1)
+    theta = np.zeros(2)
+    for _ in range(50):  # Newton's method on the weighted log-loss, with a small ridge
+        p = 1.0 / (1.0 + np.exp(-(x @ theta)))
+        gradient = x.T @ (weight * (p - y)) + 1e-3 * theta
+        hessian = (x * (weight * p * (1 - p))[:, None]).T @ x + 1e-3 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        theta -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    a, b = max(float(theta[0]) / scale, 1e-6), float(theta[1])  # a ranking that is backwards stays, barely scaled
+    model.classifier.weight *= a
+    model.classifier.bias *= a
+    model.classifier.bias += torch.tensor([-b / 2, b / 2], dtype=model.classifier.bias.dtype)
+    return a, b
+
+
+@torch.no_grad()
 def predict_probabilities(model: nn.Module, images: torch.Tensor, *, batch_size: int = 16) -> np.ndarray:
     """Softmax probabilities ``(N, C)`` for preprocessed images, in eval mode (restored afterwards)."""
     was_training = model.training
@@ -700,8 +738,10 @@ def train_synthetic_task(
 #: small cohort): the network must see the lesions some hundred optimizer steps before the
 #: localisation loss reaches its full weight, or it learns to say nothing anywhere.
 MANIFEST_RECIPES: dict[str, dict[str, float]] = {
-    "masks": {"crop_epochs": 20, "epochs": 4, "localisation_weight": 0.5, "localisation_warmup": 10, "crops": 1400},
-    "labels": {"crop_epochs": 0, "epochs": 40, "localisation_weight": 0.0, "localisation_warmup": 0, "crops": 0},
+    "masks": {"crop_epochs": 20, "epochs": 0, "localisation_weight": 0.5, "localisation_warmup": 10, "crops": 1400,
+              "crop_mm": 48.0},
+    "labels": {"crop_epochs": 0, "epochs": 40, "localisation_weight": 0.0, "localisation_warmup": 0, "crops": 0,
+               "crop_mm": 0.0},
 }
 
 
@@ -726,12 +766,17 @@ def train_manifest(
 ) -> TrainingResult:
     """Train on a user's cohort (:func:`load_manifest_data`), with lesion masks or labels only.
 
-    With a ``mask`` column the recipe is the bundled 3D model's: ``crop_epochs`` on lesion-centred
-    crops (:func:`lesion_centred_crops`, half the model grid per axis unless ``crop_size``; several
-    per case on a small cohort) with the localisation loss rising over the first epochs and the
-    best epoch chosen by the mean of the validation AUC and CAM hit rate,
-    then ``epochs`` on whole volumes from those weights, chosen by validation loss. With labels
-    only, ``epochs`` on whole volumes. Defaults: :data:`MANIFEST_RECIPES`.
+    With a ``mask`` column: ``crop_epochs`` on lesion-centred crops (:func:`lesion_centred_crops`,
+    48 mm a side unless ``crop_size`` gives model voxels; several per case on a small cohort)
+    with the localisation loss rising over the first epochs and the best epoch chosen by the mean
+    of the validation AUC and CAM hit rate (validated on whole volumes); then, with ``epochs`` 0
+    (the default), the logit is calibrated to whole volumes (:func:`calibrate_binary`: the maps
+    are unchanged), or with ``epochs`` > 0, trained on whole volumes from those weights, chosen by
+    validation loss. With labels only, ``epochs`` on whole volumes. Defaults: :data:`MANIFEST_RECIPES`.
+
+    Small crops matter: a lesion of 6-20 mm is a few cells of a crop of half a 200 mm head but a
+    large part of a 48 mm crop, and the GAP mean sees it (brain MR cohort, ``benchmarks/RESULTS.md``:
+    whole-volume fine-tuning after the crops lost what they had learnt).
     """
     data = load_manifest_data(manifest, preprocess_config, class_names, progress=progress)
     train, val = split_data(data, val_fraction, seed)
@@ -749,7 +794,8 @@ def train_manifest(
     out = Path(out)
     state, extra, first = None, {"recipe": "whole volumes"}, None
     if crop_epochs:
-        crop = tuple(crop_size or (max(8, n // 2) for n in preprocess_config.spatial_size))
+        crop = tuple(crop_size or (min(n, max(8, round(recipe["crop_mm"] / s)))
+                                   for n, s in zip(preprocess_config.spatial_size, preprocess_config.spacing)))
         crops = lesion_centred_crops(train, crop, seed, per_case=max(1, -(-int(recipe["crops"] or 1) // len(train))))
         warmup = min(int(recipe["localisation_warmup"]), crop_epochs - 1) if weight else 0
         stage_one = out.with_name(out.name + ".crops.partial")
@@ -760,13 +806,44 @@ def train_manifest(
 
         state = load_checkpoint(stage_one).model.state_dict()
         barrier()  # every rank has read it
-        if current_ranks().main:
+        if current_ranks().main and epochs:
             stage_one.unlink()
         extra = {"recipe": "crops then whole volumes", "stage1": {"crops": len(crops), "crop_size": list(crop),
                  "epochs": crop_epochs, "best_epoch": first.best_epoch, "seconds": round(first.seconds, 1)}}
+        if not epochs:
+            return _calibrated(stage_one, out, train, val, first, extra, batch_size=batch_size, log=log)
         log(f"stage 2: {len(train)} whole volumes, {epochs} epochs")
     result = train_classifier(train, val, out=out, epochs=epochs, lr=lr / 3 if state is not None else lr, seed=seed + 1,
                               initial_state=state, localisation_weight=weight, extra_summary=extra, **common)
     if first is not None:
         result.seconds += first.seconds
     return result
+
+
+def _calibrated(stage_one: Path, out: Path, train: TrainingData, val: TrainingData, first: TrainingResult,
+                extra: dict[str, Any], *, batch_size: int, log: Callable[[str], None]) -> TrainingResult:
+    """The crop stage's checkpoint with its logit calibrated on the whole training volumes
+    (:func:`calibrate_binary`), validated again and written to ``out`` (rank 0; the others wait)."""
+    from medcam.models.checkpoint import load_checkpoint
+
+    start, metrics = time.perf_counter(), None
+    if current_ranks().main:
+        checkpoint = load_checkpoint(stage_one)
+        model = checkpoint.model
+        a, b = calibrate_binary(model, train.images, train.labels, batch_size=batch_size)
+        probabilities = predict_probabilities(model, val.images)
+        metrics = classification_metrics(val.labels.numpy() == 1, probabilities[:, 1])
+        val_loss = float(nn.functional.nll_loss(torch.log(torch.from_numpy(probabilities).clamp(min=1e-7)), val.labels))
+        localisation = validation_localisation(model, val.images, val.labels, val.masks)
+        training = {**checkpoint.metadata.get("training", {}), **extra,
+                    "recipe": "crops, then the logit calibrated on whole volumes"}
+        training["calibration"] = {"scale": round(a, 6), "shift": round(b, 6), "volumes": len(train)}
+        save_checkpoint(out, model, checkpoint.preprocess_config, checkpoint.class_names, training=training,
+                        metrics={"validation": metrics.to_dict(), "val_loss": val_loss, "localisation": localisation},
+                        modalities=tuple(checkpoint.metadata.get("modalities", ())))
+        stage_one.unlink()
+        hit = f"  hit rate {localisation['hit_rate']:.2f}" if "hit_rate" in localisation else ""
+        log(f"calibrated on {len(train)} whole volumes (logit x {a:.3g} {b:+.3g}): val loss {val_loss:.4f}  {metrics}{hit}")
+    barrier()
+    return TrainingResult(Path(out), metrics, first.best_epoch, first.history,
+                          first.seconds + time.perf_counter() - start)

@@ -10,6 +10,7 @@ from medcam.models import ClassifierConfig, GapClassifier, load_checkpoint
 from medcam.models.training import (
     TrainingData,
     TrainingError,
+    calibrate_binary,
     centre_classifier,
     load_manifest_data,
     localisation_penalty,
@@ -168,6 +169,40 @@ def test_centring_the_classifier_keeps_every_probability_and_halves_the_logit_di
     assert torch.allclose(torch.softmax(model(x), dim=1), before, atol=1e-6)
     assert torch.allclose(model.classifier.weight.sum(dim=0), torch.zeros(8), atol=1e-6)
     assert torch.allclose(model(x)[:, 1], difference / 2, atol=1e-5)
+
+
+def test_calibration_rescales_the_logit_and_keeps_the_map_s_shape():
+    """Platt scaling through the linear layer: the logit difference becomes a d + b, fitted so that
+    the class-balanced log-loss is lowest; the class-1 CAM is a times the old one plus a constant."""
+    from medcam.cam import create_extractor
+
+    torch.manual_seed(0)
+    model = GapClassifier(TINY).eval()
+    x = torch.randn(40, 1, 16, 16, 8)
+    with torch.no_grad():
+        d = model(x) @ torch.tensor([-1.0, 1.0])
+    labels = (d > d.median()).long()  # the model ranks these labels perfectly, but its scale is tiny
+    labels[:4] = 1 - labels[:4]  # four flipped, so that the fit is finite
+    with create_extractor("cam", model, "features", fc_layer="classifier") as cam:
+        before = cam(x[:2], target=1).map
+    a, b = calibrate_binary(model, x, labels)
+    with torch.no_grad():
+        after_d = model(x) @ torch.tensor([-1.0, 1.0])
+    assert a > 1 and torch.allclose(after_d, a * d + b, atol=1e-4)
+    # the fit is the optimum: moving a or b either way raises the class-balanced log-loss
+    y, w = labels.double(), torch.where(labels == 1, 0.5 / labels.double().mean(), 0.5 / (1 - labels.double().mean()))
+
+    def loss(scale, shift):
+        z = scale * d.double() + shift
+        return float((w * torch.nn.functional.binary_cross_entropy_with_logits(z, y, reduction="none")).sum())
+
+    assert all(loss(a, b) <= loss(a * f, b + s) for f in (0.9, 1.1) for s in (-0.1, 0.0, 0.1))
+    with create_extractor("cam", model, "features", fc_layer="classifier") as cam:
+        after = cam(x[:2], target=1).map
+    for old, new in zip(before, after):  # the same map up to a positive affine change: its shape and peak stay
+        fitted = np.polyfit(old.flatten().numpy(), new.flatten().numpy(), 1)
+        assert fitted[0] > 0 and np.allclose(np.polyval(fitted, old.numpy()), new.numpy(), atol=1e-4)
+        assert int(old.argmax()) == int(new.argmax())
 
 
 def test_training_with_the_localisation_loss_moves_evidence_onto_the_lesion(tmp_path):
