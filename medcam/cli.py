@@ -200,7 +200,8 @@ def _cohort(args: argparse.Namespace, model, cases, roots=()) -> int:
     options = dict(method=args.method, formats=_parse_formats(args.formats), workers=args.workers, num_parts=num_parts,
                    part_id=part_id, force=args.force, deterministic_uids=args.deterministic_uids, input_roots=roots,
                    progress=progress, log=log, layer=args.layer, fc_layer=args.fc_layer,
-                   allow_modality_mismatch=args.allow_modality_mismatch, target=args.target, threshold=args.threshold)
+                   allow_modality_mismatch=args.allow_modality_mismatch, target=args.target, threshold=args.threshold,
+                   send_to=args.send, calling_aet=args.calling_aet)
     if scheduler:
         try:
             from medcam.cluster import cluster_client
@@ -211,19 +212,45 @@ def _cohort(args: argparse.Namespace, model, cases, roots=()) -> int:
     else:
         summary = run_cohort(cases, model, args.out, **options)
     print(summary)
-    return 1 if summary.failed and not args.allow_failures else 0
+    return 1 if (summary.failed or summary.not_sent) and not args.allow_failures else 0
 
 
 def _explain(args: argparse.Namespace) -> int:
     from medcam.cam import CamMethod
-    from medcam.cohort import cases_from_csv, find_cases
     from medcam.io.paths import checked_input
     from medcam.models import load_model
-    from medcam.study import read_study
+    from medcam.pacs.targets import check_calling_aet, is_dicomweb_url, parse_target
 
     CamMethod.from_name(args.method)  # an unknown method fails before any work
+    if args.send is not None:  # a bad destination fails before any work
+        parse_target(args.send)
+        check_calling_aet(args.calling_aet)
+
+    if is_dicomweb_url(args.input):
+        return _explain_url(args)
     source = checked_input(args.input)
     model = load_model(args.model, device=args.device, class_names=args.classes)
+    return _explain_path(args, model, source)
+
+
+def _explain_url(args: argparse.Namespace) -> int:
+    """A DICOMweb study or series: fetched into a temporary folder (removed afterwards), then
+    explained as a folder of series (a study of several image series is a cohort)."""
+    import tempfile
+
+    from medcam.models import load_model
+    from medcam.pacs import fetch
+
+    model = load_model(args.model, device=args.device, class_names=args.classes)  # a bad model fails before the download
+    with tempfile.TemporaryDirectory(prefix="medcam-fetch-") as scratch:
+        series = fetch(args.input, Path(scratch), log=(lambda _line: None) if args.quiet else print)
+        return _explain_path(args, model, series[0] if len(series) == 1 else Path(scratch))
+
+
+def _explain_path(args: argparse.Namespace, model, source: Path) -> int:
+    from medcam.cohort import cases_from_csv, find_cases
+    from medcam.study import read_study
+
     if source.is_file() and source.suffix.lower() == ".csv":
         return _cohort(args, model, cases_from_csv(source))
     study = read_study(source, series_uid=args.series)
@@ -246,6 +273,14 @@ def _explain(args: argparse.Namespace) -> int:
         print(f"  {fmt:5s} {shown}")
     for note in outputs.notes:
         print(f"  note: {note}")
+    if args.send is not None:
+        from medcam.explanation import output_name
+        from medcam.pacs import PacsError, send_outputs
+
+        try:
+            print(f"  {send_outputs(args.out, args.send, names=[output_name(args.method)], calling_aet=args.calling_aet)}")
+        except PacsError as exc:
+            raise MedcamError(f"outputs written to {args.out}, not sent: {exc}") from None
     return 0
 
 
@@ -321,6 +356,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 1 if result.errors and not result.rows and not result.predictions else 0
 
 
+def _send_options(parser: argparse.ArgumentParser, flag: str, text: str, required: bool = False) -> None:
+    import os
+
+    parser.add_argument(flag, dest="send", metavar="DESTINATION", required=required, help=text)
+    parser.add_argument("--calling-aet", default=os.environ.get("MEDCAM_AE_TITLE", "MEDCAM"),
+                        help="DIMSE: this side's AE title (default: $MEDCAM_AE_TITLE, else MEDCAM)")
+
+
+def _send(args: argparse.Namespace) -> int:
+    from medcam.pacs import send_outputs
+
+    if not args.out_dir.is_dir():
+        raise MedcamError(f"{args.out_dir}: no such output folder")
+    print(send_outputs(args.out_dir, args.send, calling_aet=args.calling_aet, log=print))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medcam",
@@ -341,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     explain_cmd = commands.add_parser("explain", help="predict, explain and export one study")
-    explain_cmd.add_argument("input", help="a DICOM folder or file, a NIfTI file, a folder of studies, or a CSV (column image)")
+    explain_cmd.add_argument("input", help="a DICOM folder or file, a NIfTI file, a folder of studies, a CSV (column image), "
+                                           "or a DICOMweb study or series URL (https://.../studies/UID[/series/UID])")
     explain_cmd.add_argument("--model", type=Path, required=True,
                              help="a medcam checkpoint (.pt), or a MONAI Bundle folder or zip (configs/inference.json, models/model.pt)")
     explain_cmd.add_argument("--classes", nargs="+", help="class names in output order (default: the model's)")
@@ -369,7 +422,19 @@ def build_parser() -> argparse.ArgumentParser:
     explain_cmd.add_argument("--force", action="store_true", help="cohort: redo cases already done")
     explain_cmd.add_argument("--allow-failures", action="store_true", help="cohort: exit 0 even if some cases failed")
     explain_cmd.add_argument("--quiet", action="store_true", help="no progress bar or per-case lines")
+    _send_options(explain_cmd, "--send", "also send the DICOM outputs to a DICOMweb URL (STOW-RS) or dimse://AET@host:port "
+                                         "(C-STORE); credentials from the environment (see medcam send --help)")
     explain_cmd.set_defaults(handler=_explain)
+
+    send_cmd = commands.add_parser(
+        "send", help="send output sets written earlier to a PACS",
+        description="Send the DICOM outputs of every completed output set under OUT_DIR, skipping what the destination "
+                    "acknowledged before. DICOMweb credentials: MEDCAM_DICOMWEB_TOKEN, or MEDCAM_DICOMWEB_USER and "
+                    "MEDCAM_DICOMWEB_PASSWORD, or the JSON file MEDCAM_PACS_CONFIG (default ~/.config/medcam/pacs.json; "
+                    "URL prefix -> user/password/token/ca_bundle); TLS verified (MEDCAM_DICOMWEB_CA_BUNDLE for your CA).")
+    send_cmd.add_argument("out_dir", type=Path, help="a folder written by medcam explain (one study or a cohort)")
+    _send_options(send_cmd, "--to", "a DICOMweb URL (STOW-RS) or dimse://AET@host:port (C-STORE)", required=True)
+    send_cmd.set_defaults(handler=_send)
 
     evaluate_cmd = commands.add_parser("evaluate", help="localisation, faithfulness and sanity of the maps, per method")
     where = evaluate_cmd.add_mutually_exclusive_group(required=True)

@@ -29,7 +29,7 @@ __all__ = ["MANIFEST_COLUMNS", "find_cases", "cases_from_csv", "manifest_name", 
 
 MANIFEST_COLUMNS = (
     "case_id", "source", "series_uid", "modality", "prediction", "probability", "peak_lps_mm",
-    "outputs", "status", "error", "seconds", "request",
+    "outputs", "status", "error", "seconds", "request", "sent",
 )
 
 
@@ -107,9 +107,11 @@ class CohortSummary:
     failed: int
     seconds: float
     manifest: Path
+    not_sent: int = 0  # with send_to: cases written but not sent
 
     def __str__(self) -> str:
-        return (f"{self.done} explained, {self.skipped} already done, {self.failed} failed in {self.seconds:.1f} s; "
+        unsent = f", {self.not_sent} written but not sent" if self.not_sent else ""
+        return (f"{self.done} explained, {self.skipped} already done, {self.failed} failed{unsent} in {self.seconds:.1f} s; "
                 f"manifest {self.manifest}")
 
 
@@ -220,6 +222,8 @@ def run_cohort(
     allow_modality_mismatch: bool = False,
     target: int | str | None = None,
     threshold: float | str | None = None,
+    send_to: str | None = None,
+    calling_aet: str = "MEDCAM",
 ) -> CohortSummary:
     """Explain every case into ``out_dir/<case_id>/`` and keep the manifest up to date.
 
@@ -243,6 +247,11 @@ def run_cohort(
     exist are skipped unless ``force``; a case asked for differently, or left half-written, is
     redone. The manifest is rewritten (atomically) after every case, so an interrupted run
     resumes. ``out_dir`` may lie neither in a DICOM series folder nor in any of ``input_roots``.
+
+    With ``send_to`` (a DICOMweb URL or ``dimse://AET@host:port``) every case's DICOM outputs are
+    then sent (:func:`medcam.pacs.send_outputs`, calling AE title ``calling_aet`` for DIMSE); the
+    manifest's ``sent`` column says "sent to ..." or "written, not sent: <reason>", and a re-run
+    sends only what the destination has not acknowledged (cases already done included).
     """
     from tqdm.auto import tqdm
 
@@ -260,6 +269,10 @@ def run_cohort(
             raise MedcamError("the 'seg' output needs --threshold: a raw value (2.5), a share of the maximum (50%) or a percentile (p99)")
     if workers < 1:
         raise MedcamError(f"workers must be at least 1, found {workers}")
+    if send_to is not None:
+        from medcam.pacs.targets import check_calling_aet, parse_target
+
+        send_to, calling_aet = str(parse_target(send_to)), check_calling_aet(calling_aet)  # refused before any case runs
     cases = shard(cases, num_parts, part_id)
     out = check_output_dir(out_dir, [*input_roots, *(case.source for case in cases if case.source is not None and case.source.is_dir())])
     manifest_path = out / manifest_name(num_parts, part_id)
@@ -303,9 +316,36 @@ def run_cohort(
             _run_on_executor(todo, model, out, options, executor, record)
     finally:
         bar.close()
-    if not todo:
+    not_sent = 0
+    if send_to is not None:
+        not_sent = _send_cases(cases, rows, out, output_name(method), send_to, calling_aet, log)
+    if not todo or send_to is not None:
         save()
-    return CohortSummary(len(todo) - failed, skipped, failed, time.perf_counter() - start, manifest_path)
+    return CohortSummary(len(todo) - failed, skipped, failed, time.perf_counter() - start, manifest_path, not_sent)
+
+
+def _send_cases(cases: Sequence[Study], rows: dict[str, dict[str, str]], out: Path, name: str, send_to: str,
+                calling_aet: str, log: Callable[[str], None]) -> int:
+    """Send each ok case's outputs; its row's ``sent`` says how it went. A destination that cannot
+    be reached fails every case alike, once each: the outputs stay, and a re-run sends them.
+    Returns the number of cases not sent."""
+    from medcam.pacs import PacsError, send_outputs
+
+    not_sent = 0
+    for case in cases:
+        row = rows.get(case.case_id)
+        if row is None or row.get("status") != "ok":
+            continue
+        try:
+            result = send_outputs(out / case.case_id, send_to, names=[name], calling_aet=calling_aet)
+            row["sent"] = f"sent to {send_to}"
+            if result.sent:
+                log(f"{case.case_id}: {result}")
+        except PacsError as exc:
+            row["sent"] = f"written, not sent: {' '.join(str(exc).split())}"
+            log(f"{case.case_id}: {row['sent']}")
+            not_sent += 1
+    return not_sent
 
 
 def _run_on_executor(todo: Sequence[Study], model: ExplainableModel, out: Path, options: dict, executor, record) -> None:
