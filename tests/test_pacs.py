@@ -30,10 +30,12 @@ if orthanc_binary() is None or dicomweb_plugin() is None:
 
 
 @pytest.fixture
-def credentials(monkeypatch):
+def credentials(monkeypatch, tmp_path):
     monkeypatch.setenv("MEDCAM_DICOMWEB_USER", USER)
     monkeypatch.setenv("MEDCAM_DICOMWEB_PASSWORD", PASSWORD)
-    monkeypatch.setenv("MEDCAM_PACS_CONFIG", "")  # never a config file of the machine's user
+    (tmp_path / "pacs.json").write_text("{}")
+    monkeypatch.setenv("MEDCAM_PACS_CONFIG", str(tmp_path / "pacs.json"))  # never the machine user's config file
+    monkeypatch.delenv("MEDCAM_DICOMWEB_TOKEN", raising=False)
 
 
 @pytest.fixture

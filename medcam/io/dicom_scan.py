@@ -116,8 +116,8 @@ def scan_files(paths: Iterable[Path], *, keep_headers: bool = False) -> SeriesSc
         media_class = UID(str(getattr(ds.file_meta, "MediaStorageSOPClassUID", "") or ""))
         lacking = [key for key in ("Rows", "SeriesInstanceUID") if key not in ds]
         if "Image Storage" in media_class.name and lacking:
-            reason = (f"{media_class.name} without {' or '.join(lacking)}" if lacking != ["Rows"]
-                      else f"damaged or truncated DICOM file ({media_class.name} without Rows)")
+            reason = (f"{media_class.name} without SeriesInstanceUID" if lacking == ["SeriesInstanceUID"]
+                      else f"damaged or truncated DICOM file ({media_class.name} without {' or '.join(lacking)})")
             unreadable.append(SkippedFile(path, reason))
             continue
         is_image, reason = _is_image(ds)

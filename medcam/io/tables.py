@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Sequence
 
 from medcam.errors import MedcamError
 from medcam.io.paths import checked_input
 
-__all__ = ["read_table", "table_path"]
+__all__ = ["read_json_object", "read_table", "table_path"]
 
 
 def read_table(path: str | Path, required: Sequence[str], *, what: str = "CSV") -> tuple[list[str], list[dict[str, str]]]:
@@ -51,6 +52,18 @@ def read_table(path: str | Path, required: Sequence[str], *, what: str = "CSV") 
     if not rows:
         raise MedcamError(f"{path}: the {what} has no rows")
     return columns, rows
+
+
+def read_json_object(path: Path, error: type[MedcamError], where: str) -> dict:
+    """The JSON object in ``path``; anything else (not UTF-8, not JSON, an array) raises ``error``
+    with ``where`` (the file as the user knows it) at the start of the message."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{where} is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise error(f"{where} is a JSON {type(value).__name__}, expected an object")
+    return value
 
 
 def table_path(table: Path, value: str | None) -> Path | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medcam.errors import ImageReadError
 from medcam.geometry import Volume
 from medcam.io.dicom import read_dicom_series
 from medcam.io.nifti import NIFTI_SUFFIXES, read_nifti

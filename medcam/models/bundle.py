@@ -19,7 +19,6 @@ only bundles you trust.
 from __future__ import annotations
 
 import copy
-import json
 import tempfile
 import zipfile
 from pathlib import Path
@@ -184,12 +183,9 @@ def _load_folder(root: Path, where: str, *, device, class_names, sha256: str | N
     metadata: dict = {}
     metadata_path = configs / "metadata.json"
     if metadata_path.is_file():
-        try:
-            metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{where}: configs/metadata.json is not valid JSON ({exc})") from exc
-        if not isinstance(metadata, dict):
-            raise CheckpointError(f"{where}: configs/metadata.json is a JSON {type(metadata).__name__}, expected an object")
+        from medcam.io.tables import read_json_object
+
+        metadata = read_json_object(metadata_path, CheckpointError, f"{where}: configs/metadata.json")
     parser = ConfigParser()
     try:
         parser.read_config(str(config))

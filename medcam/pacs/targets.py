@@ -15,7 +15,6 @@ when given, else the system's store).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -92,12 +91,9 @@ def _config_entry(url: str) -> dict:
         if os.environ.get("MEDCAM_PACS_CONFIG"):
             raise PacsError(f"{path}: MEDCAM_PACS_CONFIG names no such file")
         return {}
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PacsError(f"{path}: not a JSON file ({exc})") from None
-    if not isinstance(config, dict):
-        raise PacsError(f"{path}: expected a JSON object of URL prefixes")
+    from medcam.io.tables import read_json_object
+
+    config = read_json_object(path, PacsError, f"{path} (MEDCAM_PACS_CONFIG)")
     matches = [prefix for prefix in config if isinstance(prefix, str) and url.startswith(prefix.rstrip("/"))]
     entry = config[max(matches, key=len)] if matches else {}
     if not isinstance(entry, dict):
