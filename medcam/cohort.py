@@ -86,10 +86,9 @@ def cases_from_csv(path: str | Path) -> list[Study]:
     for number, row in enumerate(rows, start=2):
         if not (row.get("image") or "").strip():
             raise MedcamError(f"{path} row {number}: the image column is empty")
-        given = Path(row["image"].strip())
-        source = table_path(path, str(given))
+        source = table_path(path, row["image"])
         # the id: the case_id column, else the path as written (patient1/ct.nii.gz and patient2/ct.nii.gz differ)
-        case_id = safe_case_id(row.get("case_id") or str(given))
+        case_id = safe_case_id(row.get("case_id") or row["image"].strip())
         if case_id in seen:
             raise MedcamError(f"{path} rows {seen[case_id]} and {number}: both are case {case_id!r}; "
                               "give each row its own case_id (every case writes its own folder)")

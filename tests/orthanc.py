@@ -19,10 +19,16 @@ USER, PASSWORD = "medcam", "s3cret-pw"
 _PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc/plugins", "/usr/local/share/orthanc/plugins")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _free_ports(count: int) -> list[int]:
+    """``count`` different free ports (the probes are held together, so no two are the same)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def orthanc_binary() -> str | None:
@@ -77,7 +83,8 @@ def start_orthanc(folder: Path, *, http_port: int | None = None, dicom_port: int
     if binary is None or plugin is None:
         raise FileNotFoundError("Orthanc and its DICOMweb plugin (Debian packages orthanc, orthanc-dicomweb)")
     folder.mkdir(parents=True, exist_ok=True)
-    http_port, dicom_port = http_port or _free_port(), dicom_port or _free_port()
+    free = _free_ports(2)
+    http_port, dicom_port = http_port or free[0], dicom_port or free[1]
     config = {
         "Name": "medcam-test", "StorageDirectory": str(folder / "storage"), "IndexDirectory": str(folder / "index"),
         "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "ORTHANC",

@@ -407,6 +407,9 @@ def calibrate_binary(model: GapClassifier, images: torch.Tensor, labels: torch.T
     ``a`` and moving its biases keeps the CAM exact (the map of class 1 becomes ``a`` times the
     old one plus a constant: its shape, peak and energy are unchanged). Returns ``(a, b)``.
     """
+    if model.config.num_classes != 2:
+        raise TrainingError(f"calibration is for two classes; this model has {model.config.num_classes} "
+                            "(train on whole volumes instead: epochs > 0)")
     was_training = model.training
     model.eval()
     try:
@@ -444,6 +447,14 @@ def predict_probabilities(model: nn.Module, images: torch.Tensor, *, batch_size:
     finally:
         model.train(was_training)
     return torch.cat(out).numpy()
+
+
+def _validate(model: nn.Module, val: TrainingData) -> tuple[ClassificationMetrics, float, dict[str, float]]:
+    """The validation metrics at threshold 0.5, the validation cross-entropy and the maps' figures."""
+    probabilities = predict_probabilities(model, val.images)
+    metrics = classification_metrics(val.labels.numpy() == 1, probabilities[:, 1])
+    val_loss = float(nn.functional.nll_loss(torch.log(torch.from_numpy(probabilities).clamp(min=1e-7)), val.labels))
+    return metrics, val_loss, validation_localisation(model, val.images, val.labels, val.masks)
 
 
 def train_classifier(
@@ -584,13 +595,10 @@ def train_classifier(
         if not ranks.main:  # rank 0 validates and writes; the others go on to the next epoch
             continue
         total_loss, total_penalty = total_loss * ranks.world, total_penalty * ranks.world  # rank 0's share, scaled
-        probabilities = predict_probabilities(model, val.images)
-        metrics = classification_metrics(val.labels.numpy() == 1, probabilities[:, 1])
-        val_loss = float(nn.functional.nll_loss(torch.log(torch.from_numpy(probabilities).clamp(min=1e-7)), val.labels))
+        metrics, val_loss, localisation = _validate(model, val)
         history.append({"epoch": epoch, "train_loss": total_loss / len(train), "val_loss": val_loss, **metrics.to_dict()})
         if localisation_weight:
             history[-1]["localisation_penalty"] = total_penalty / len(train)
-        localisation = validation_localisation(model, val.images, val.labels, val.masks)
         history[-1].update(localisation)
         # cross-entropy is a proper score: best calibrated and ranked; AUC only ranks
         if select_by == "loss":
@@ -831,10 +839,7 @@ def _calibrated(stage_one: Path, out: Path, train: TrainingData, val: TrainingDa
         checkpoint = load_checkpoint(stage_one)
         model = checkpoint.model
         a, b = calibrate_binary(model, train.images, train.labels, batch_size=batch_size)
-        probabilities = predict_probabilities(model, val.images)
-        metrics = classification_metrics(val.labels.numpy() == 1, probabilities[:, 1])
-        val_loss = float(nn.functional.nll_loss(torch.log(torch.from_numpy(probabilities).clamp(min=1e-7)), val.labels))
-        localisation = validation_localisation(model, val.images, val.labels, val.masks)
+        metrics, val_loss, localisation = _validate(model, val)
         training = {**checkpoint.metadata.get("training", {}), **extra,
                     "recipe": "crops, then the logit calibrated on whole volumes"}
         training["calibration"] = {"scale": round(a, 6), "shift": round(b, 6), "volumes": len(train)}

@@ -5,7 +5,7 @@ set that was never completely written is never sent."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,7 +23,6 @@ class SendResult:
     target: str
     sent: int = 0
     already: int = 0
-    sets: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return f"{self.sent} sent to {self.target}" + (f", {self.already} sent before" if self.already else "")
@@ -73,12 +72,11 @@ def send_outputs(folder: str | Path, target: str | Target, *, names: Sequence[st
         ledger = json.loads(ledger_path.read_text(encoding="utf-8")) if ledger_path.exists() else {}
         done = set(ledger.get(str(target), []))
         pending = []
-        for path in dicom_outputs(marker):
-            ds = pydicom.dcmread(path)
-            if str(ds.SOPInstanceUID) in done:
+        for path in dicom_outputs(marker):  # the header tells what was sent; only what was not is read in full
+            if str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID) in done:
                 result.already += 1
             else:
-                pending.append(ds)
+                pending.append(pydicom.dcmread(path))
         if not pending:
             continue
 
@@ -96,7 +94,6 @@ def send_outputs(folder: str | Path, target: str | Target, *, names: Sequence[st
 
             c_store(target, pending, acknowledge, calling_aet=calling_aet)
         result.sent += len(pending)
-        result.sets.append(str(marker.parent))
         log(f"{marker.parent}: {len(pending)} objects sent to {target}")
     return result
 

@@ -97,7 +97,7 @@ def test_bad_manifests_name_the_row(manifest, tmp_path):
     with pytest.raises(TrainingError, match=r"unreadable.csv row 2: cannot use .*broken.nii.gz: .*not a readable NIfTI"):
         load_manifest_data(bad, PREPROCESS, names)
     bad = _write_manifest(folder / "columns.csv", [{"path": "case0.nii.gz", "y": "1"}], fields=("path", "y"))
-    with pytest.raises(TrainingError, match="expected a manifest with the columns 'image', 'label'; found \['path', 'y'\]"):
+    with pytest.raises(TrainingError, match=r"expected a manifest with the columns 'image', 'label'; found \['path', 'y'\]"):
         load_manifest_data(bad, PREPROCESS, names)
     with pytest.raises(TrainingError, match="the manifest has no rows"):
         load_manifest_data(_write_manifest(folder / "empty.csv", []), PREPROCESS, names)
