@@ -17,6 +17,7 @@ def _one_line_error(capsys, argv) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("medcam: error: ") and "\n" not in err and "Traceback" not in err
+    assert "np." not in err, err  # numbers as a user writes them
     return err
 
 
@@ -45,3 +46,10 @@ def test_a_device_this_machine_does_not_have(tmp_path, capsys, device, message):
         pytest.fail("this test assumes fewer than 8 CUDA devices")
     err = _one_line_error(capsys, ["explain", str(STUDY), "--model", str(MODEL), "--out", str(tmp_path / "o"), "--device", device])
     assert message in err and not (tmp_path / "o").exists()
+
+
+def test_outputs_are_not_written_among_the_inputs(tmp_path, capsys):
+    study = tmp_path / "ct.nii.gz"
+    study.write_bytes(STUDY.read_bytes())
+    err = _one_line_error(capsys, ["explain", str(study), "--model", str(MODEL), "--out", str(tmp_path)])
+    assert "holds the input ct.nii.gz" in err and sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz"]

@@ -55,6 +55,10 @@ def _huge_header(ds):
     ds.Rows, ds.Columns = 65535, 65535  # 8 GiB a slice declared; 384 bytes held
 
 
+def _zero_pixel_spacing(ds):
+    ds.PixelSpacing = [0, 4]
+
+
 def _study_inputs(root: Path) -> dict[str, tuple[Path, str]]:
     """name -> (input path, a phrase the message must hold)."""
     os.mkfifo(root / "pipe.nii.gz")
@@ -70,6 +74,8 @@ def _study_inputs(root: Path) -> dict[str, tuple[Path, str]]:
                                                   "238.4 GiB as float32, more than this machine's"),
         "DICOM declaring 65535^2 pixels a slice": (_series(root / "huge", _huge_header), "the pixel data holds 384 bytes but the header declares 8589672450"),
         "DICOM cut short": (series, "the file is truncated or its header is wrong"),
+        # the values as a user wrote them, not as numpy's repr (np.float64(0.0))
+        "DICOM with a zero PixelSpacing": (_series(root / "flat", _zero_pixel_spacing), "PixelSpacing must be positive, found [0.0, 4.0]"),
     }
 
 
@@ -78,6 +84,7 @@ def _one_line(capsys, argv) -> str:
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert err.startswith("medcam: error: ") and "\n" not in err and "Traceback" not in err, err
+    assert "np." not in err, err  # numbers as a user writes them
     return err
 
 

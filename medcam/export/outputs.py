@@ -19,13 +19,16 @@ __all__ = [
 
 
 def check_output_dir(out_dir: str | Path, inputs: list[str | Path]) -> Path:
-    """Create ``out_dir``; refuse it when it lies inside an input folder (or is one)."""
+    """Create ``out_dir``; refuse it when it lies inside an input folder (or is one), or is the
+    folder that holds an input file (the outputs would sit among the inputs)."""
     out = Path(out_dir).resolve()
     for source in inputs:
         source = Path(source).resolve()
-        folder = source if source.is_dir() else source.parent
-        if source.is_dir() and (out == folder or folder in out.parents):
+        if source.is_dir() and (out == source or source in out.parents):
             raise ExportError(f"{out_dir}: the output folder lies inside the input folder {source}; choose another place")
+        if not source.is_dir() and out == source.parent:
+            raise ExportError(f"{out_dir}: the output folder is the one that holds the input {source.name}; "
+                              "the outputs would be mixed with the inputs; choose another place")
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out_dir}: exists and is not a folder; the outputs need a folder (give another --out)")
     try:

@@ -185,7 +185,10 @@ def _read_planes(info: SeriesInfo, *, headers_only: bool) -> tuple[list[Dataset]
             except Exception as exc:  # noqa: BLE001
                 raise ImageReadError(f"{path}: damaged or truncated DICOM file ({type(exc).__name__}: {exc})") from exc
         datasets.append(ds)
-        planes.extend(planes_from_dataset(ds, index, path.name))
+        try:
+            planes.extend(planes_from_dataset(ds, index, path.name))
+        except DicomSeriesError as exc:  # the file's name alone does not say where it lies
+            raise DicomSeriesError(f"{path.parent}: {exc}") from None
     return datasets, planes
 
 

@@ -64,7 +64,7 @@ def _orientation(value, label: str) -> tuple[np.ndarray, np.ndarray]:
     row, col = iop[:3], iop[3:]
     if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(np.dot(row, col)) > 1e-3:
         raise DicomSeriesError(
-            f"{label}: ImageOrientationPatient {list(iop)} is not two orthogonal unit vectors"
+            f"{label}: ImageOrientationPatient {iop.tolist()} is not two orthogonal unit vectors"
         )
     return row / np.linalg.norm(row), col / np.linalg.norm(col)
 
@@ -75,7 +75,7 @@ def _spacing(ds: Dataset, label: str) -> tuple[float, float] | None:
         if value:
             spacing = _floats(value, 2, keyword, label)
             if np.any(spacing <= 0):
-                raise DicomSeriesError(f"{label}: {keyword} must be positive, found {list(spacing)}")
+                raise DicomSeriesError(f"{label}: {keyword} must be positive, found {spacing.tolist()}")
             return float(spacing[0]), float(spacing[1])
     return None
 

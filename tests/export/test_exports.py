@@ -181,6 +181,10 @@ def test_output_rules(tmp_path):
     with pytest.raises(ExportError, match="lies inside the input folder"):
         check_output_dir(tmp_path / "input" / "out", [tmp_path / "input"])
     assert check_output_dir(tmp_path / "out", [tmp_path / "input"]).is_dir()
+    (tmp_path / "input" / "ct.nii.gz").write_bytes(b"")
+    with pytest.raises(ExportError, match="is the one that holds the input ct.nii.gz"):
+        check_output_dir(tmp_path / "input", [tmp_path / "input" / "ct.nii.gz"])
+    assert check_output_dir(tmp_path / "input" / "medcam", [tmp_path / "input" / "ct.nii.gz"]).is_dir()
     target = tmp_path / "out" / "file.bin"
     with pytest.raises(RuntimeError):
         with atomic_output(target) as temporary:
