@@ -295,6 +295,8 @@ def _demo(args: argparse.Namespace) -> int:
     import csv
     import time
 
+    import numpy as np
+
     from medcam.models import load_model
     from medcam.study import read_study
 
@@ -303,22 +305,24 @@ def _demo(args: argparse.Namespace) -> int:
     checkpoints = {modality: load_model(path) for modality, path in models.items()}
     with open(root / "labels.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
+    rows = [row for row in rows if row["modality"] in checkpoints]  # the studies a bundled model can read
     out = Path(args.out)
-    print(f"{'study':18s} {'truth':6s} {'prediction':11s} {'p':>6s}  {'CAM peak, LPS mm':26s} outputs")
+    print(f"{'study':18s} {'truth':6s} {'prediction':11s} {'p(finding)':>10s}  {'map peak, LPS mm':24s} {'to lesion':>9s}  outputs")
     start = time.perf_counter()
     for row in rows:
-        checkpoint = checkpoints.get(row["modality"])
-        if checkpoint is None:
-            print(f"{row['case']:18s} skipped: no bundled {row['modality']} model")
-            continue
+        study = read_study(root / row["path"], case_id=row["case"], mask=root / row["mask"] if row["mask"] else None)
         explanation, outputs = _explain_one(
-            checkpoint, read_study(root / row["path"], case_id=row["case"]), out / row["case"], method="cam", target=None,
+            checkpoints[row["modality"]], study, out / row["case"], method="cam", target=None,
             formats=("nifti", "pm", "sc", "png"), threshold=None, deterministic_uids=True, overwrite=True,
         )
         truth = "lesion" if row["label"] == "1" else "none"
         peak = "(" + ", ".join(f"{v:.1f}" for v in explanation.peak_lps) + ")"
-        print(f"{row['case']:18s} {truth:6s} {explanation.target_name:11s} {explanation.probability:6.3f}  {peak:26s} "
-              f"{out / row['case']} [{', '.join(outputs.paths)}]")
+        centres = study.lesion_centres_ras
+        distance = f"{np.linalg.norm(centres - explanation.peak_ras, axis=1).min():.0f} mm" if len(centres) else "-"
+        print(f"{row['case']:18s} {truth:6s} {explanation.predicted_name or '?':11s} {explanation.probability:10.3f}  "
+              f"{peak:24s} {distance:>9s}  {out / row['case']} [{', '.join(outputs.paths)}]")
+    print("p(finding) is the probability of the class mapped (lesion, nodule) for every study, negative ones too: "
+          "their maps show where the little evidence there is lies.")
     print(f"done in {time.perf_counter() - start:.1f} s; open the *.nii.gz in 3D Slicer or ITK-SNAP, the DICOM "
           "outputs next to the source series in OHIF, Weasis or Horos, the PNGs anywhere")
     return 0

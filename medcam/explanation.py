@@ -44,6 +44,9 @@ class Explanation:
         Batch of one, on the model grid.
     heatmap : Volume
         The raw map on the study's grid (not normalised: higher = more evidence for the target).
+    predicted : int or None
+        The class the model predicts, where it is known: always for a two-class model, and when
+        the predicted class was the one explained.
     """
 
     study: Study
@@ -51,6 +54,7 @@ class Explanation:
     model_input: object
     result: CamResult
     heatmap: Volume
+    predicted: int | None = None
 
     @property
     def source(self) -> Volume:
@@ -75,6 +79,21 @@ class Explanation:
     @property
     def target_name(self) -> str:
         return self.model.class_name(self.target)
+
+    @property
+    def predicted_name(self) -> str | None:
+        return self.model.class_name(self.predicted) if self.predicted is not None else None
+
+    @property
+    def display_window(self) -> tuple[float, float]:
+        """The gray-scale range figures show the source in: the DICOM window, else the model's
+        intensity window, else the modality's usual one, else percentiles 1..99."""
+        from medcam.export.overlay import source_window
+
+        series = self.study.series
+        modality = self.study.modality or (self.model.modalities[0] if len(self.model.modalities) == 1 else None)
+        return source_window(series.datasets if series is not None else (), self.source.array,
+                             model_window=self.model.intensity_window, modality=modality)
 
     @property
     def probability(self) -> float:
@@ -174,7 +193,9 @@ def explain(
         "cam" (exact, for a global-average-pooling + linear head), "gradcam", "gradcam++",
         "xgradcam", "layercam", "hirescam" or "scorecam".
     target : int or str, optional
-        Class to explain (index or name); None explains the predicted class.
+        Class to explain (index or name). None: for a two-class model, class 1 (the finding, such
+        as "lesion"), whatever the prediction, so that a negative study shows where the little
+        evidence for a lesion lies, with its probability; for more classes, the predicted class.
     layer, fc_layer : str, optional
         Target layer (and CAM's linear layer); default: the model's, or the layer that feeds its
         global average pooling, found from the model.
@@ -201,11 +222,19 @@ def explain(
             raise GeometryError(f"{study.source or study.case_id}: {exc}") from None
     x = model_input.as_tensor().unsqueeze(0).to(model.device)
     target_index = model.class_index(target) if isinstance(target, str) else target
+    binary = len(model.class_names) == 2
+    if target_index is None and binary:
+        target_index = 1
     layer, fc_layer = _layers(model, x, method, layer, fc_layer)
     with create_extractor(method, model.module, layer, fc_layer=fc_layer) as extractor:
         result = extractor(x, target=target_index)
     heatmap = to_source_grid(result.map[0], model_input, study.volume.geometry)
-    return Explanation(study, model, model_input, result, heatmap)
+    explained, probability = int(result.target[0]), float(result.probability[0])
+    if binary:  # softmax over two classes: the other one is predicted when this one is below one half
+        predicted = explained if probability >= 0.5 else 1 - explained
+    else:
+        predicted = explained if target_index is None else None
+    return Explanation(study, model, model_input, result, heatmap, predicted)
 
 
 def _layers(model: ExplainableModel, x: torch.Tensor, method: str, layer: str | None, fc_layer: str | None):

@@ -53,7 +53,9 @@ def test_3d_model_cam_peak_inside_a_large_synthetic_lesion(ct3d):
 
 
 def test_3d_model_on_the_normal_study(ct3d):
-    assert explain(ct3d, SAMPLE / "ct_normal.nii.gz").result.target[0] == 0
+    explanation = explain(ct3d, SAMPLE / "ct_normal.nii.gz")
+    # a two-class model's lesion map is explained, with the lesion's probability, negative study or not
+    assert explanation.target_name == "lesion" and explanation.probability < 0.5 and explanation.predicted_name == "no lesion"
 
 
 def test_2d_model_detects_the_nodule(cr2d):

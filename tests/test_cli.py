@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -144,7 +145,14 @@ def test_demo(tmp_path, capsys):
     printed = capsys.readouterr().out
     for case in ("ct_lesion_dicom", "ct_lesion_nifti", "ct_normal_nifti", "cr_chest"):
         assert case in printed
-    assert "mr_oblique_dicom   skipped: no bundled MR model" in printed
+    assert "mr_oblique_dicom" not in printed  # no bundled MR model: the study is not part of the demo
+    rows = {line.split()[0]: line.split() for line in printed.splitlines()[1:5]}
+    # the normal study: predicted negative, its lesion map shown with the lesion's (low) probability
+    assert rows["ct_normal_nifti"][1:4] == ["none", "no", "lesion"] and float(rows["ct_normal_nifti"][4]) < 0.5
+    assert rows["ct_lesion_dicom"][2] == "lesion" and float(rows["ct_lesion_dicom"][3]) >= 0.5
+    sidecar = json.loads((tmp_path / "demo" / "ct_normal_nifti" / "cam.json").read_text())
+    assert sidecar["target_name"] == "lesion" and sidecar["predicted_name"] == "no lesion"
+    assert sidecar["display"]["map_maximum"] == sidecar["map_range"][1] and sidecar["display"]["window"] == [-160.0, 240.0]
     assert (tmp_path / "demo" / "ct_lesion_dicom" / "cam_pm.dcm").is_file()
 
 

@@ -16,7 +16,7 @@ import pydicom
 from medcam import __version__
 from medcam.errors import ExportError
 from medcam.explanation import Explanation
-from medcam.export.figures import write_figure
+from medcam.export.figures import map_label, write_figure
 from medcam.export.nifti import write_heatmap_nifti
 from medcam.export.outputs import (
     UidFactory,
@@ -25,7 +25,7 @@ from medcam.export.outputs import (
     completion_marker,
     output_lock,
 )
-from medcam.export.overlay import source_window
+from medcam.export.overlay import HEAT_THRESHOLD
 from medcam.export.parametric_map import write_parametric_map
 from medcam.export.secondary_capture import write_secondary_capture
 from medcam.export.seg import write_segmentation
@@ -143,8 +143,11 @@ def _write_outputs(
     sidecar: dict[str, Any] = {
         "method": result.method, "layer": result.layer, "target_class": explanation.target,
         "target_name": explanation.target_name, "score": explanation.score, "probability": explanation.probability,
+        "predicted_class": explanation.predicted, "predicted_name": explanation.predicted_name,
         "map_units": "raw (not normalised; higher = more evidence for the target class)",
         "map_range": [float(explanation.heatmap.array.min()), float(explanation.heatmap.array.max())],
+        "display": {"normalisation": "value / map maximum, negative values as 0", "transparent_below": HEAT_THRESHOLD,
+                    "map_maximum": float(explanation.heatmap.array.max()), "window": list(explanation.display_window)},
         "peak_voxel_ijk": list(explanation.peak_index), "peak_lps_mm": [round(float(v), 3) for v in explanation.peak_lps],
         "model": provenance.to_dict(), "model_sha256": provenance.sha256, "source": str(source_path),
         "source_series_uid": series.series_uid if series is not None else None,
@@ -182,15 +185,16 @@ def _write_outputs(
         elif fmt == "sc":
             jobs["sc"] = lambda: _attempt(lambda: write_secondary_capture(
                 heatmap, series, out / f"{name}_sc", uids=sc_uids, overwrite=overwrite,
-                description=f"medcam {result.method} overlay", colormap=colormap, opacity=opacity))
+                description=f"medcam {result.method} overlay", colormap=colormap, opacity=opacity,
+                legend=legend_lines(explanation), window=explanation.display_window))
         elif fmt == "seg":
             jobs["seg"] = lambda: _attempt(lambda: [write_segmentation(
                 heatmap, series, out / f"{name}_seg.dcm", threshold=threshold, uids=seg_uids,
                 method=result.method, overwrite=overwrite)])
     if "png" in formats:
-        window = source_window(series.datasets, explanation.source.array) if series is not None else None
-        title = f"{result.method}: {explanation.target_name} p={explanation.probability:.3f}"
-        jobs["png"] = lambda: [write_figure(explanation.source, heatmap, out / f"{name}.png", window=window, title=title,
+        label = map_label(result.method, explanation.target_name, heatmap.array)
+        jobs["png"] = lambda: [write_figure(explanation.source, heatmap, out / f"{name}.png", window=explanation.display_window,
+                                            title=figure_title(explanation), label=label, mask=study.mask_on_image_grid(),
                                             overwrite=overwrite)]
     written = _run_jobs(jobs, executor)
     if "nifti" in written:
@@ -213,6 +217,22 @@ def _write_outputs(
     if "png" in written:
         outputs.paths["png"] = written["png"]
     return outputs
+
+
+def legend_lines(explanation: Explanation) -> list[str]:
+    """The text burnt into the Secondary Capture's legend panel."""
+    lines = [f"medcam {explanation.method}", f"'{explanation.target_name}' p={explanation.probability:.3f}"]
+    if explanation.predicted_name is not None and explanation.predicted != explanation.target:
+        lines.append(f"predicted '{explanation.predicted_name}'")
+    return lines + ["raw map units", "not for diagnosis"]
+
+
+def figure_title(explanation: Explanation) -> str:
+    """The prediction, and which class the map explains with its probability."""
+    explained = f"{explanation.method} map of '{explanation.target_name}' (p={explanation.probability:.3f})"
+    if explanation.predicted_name is None or explanation.predicted == explanation.target:
+        return f"{explanation.study.case_id}: {explained}"
+    return f"{explanation.study.case_id}: predicted '{explanation.predicted_name}'; {explained}"
 
 
 def _run_jobs(jobs: dict[str, Callable[[], Any]], executor: Executor | None) -> dict[str, Any]:

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Sequence
 
 import numpy as np
 
-__all__ = ["window_to_unit", "window_to_levels", "to_levels", "source_window", "heat_to_unit", "blend", "draw_legend"]
+__all__ = ["HEAT_THRESHOLD", "MODALITY_WINDOWS", "window_to_unit", "window_to_levels", "to_levels", "source_window", "heat_to_unit", "blend", "legend_width", "legend_panel"]
 
 
-def source_window(datasets, volume_array: np.ndarray) -> tuple[float, float]:
-    """(low, high) display range: the source's first WindowCenter/WindowWidth, else percentiles 1..99."""
+#: Heat (as a share of the map's maximum) below which the overlay is transparent.
+HEAT_THRESHOLD = 0.2
+#: The usual soft-tissue window of a modality without a window of its own: (centre, width).
+MODALITY_WINDOWS = {"CT": (40.0, 400.0)}
+
+
+def source_window(datasets, volume_array: np.ndarray, *, model_window: tuple[float, float] | None = None,
+                  modality: str | None = None) -> tuple[float, float]:
+    """(low, high) display range: the source's first WindowCenter/WindowWidth, else the model's
+    intensity window (centre, width), else the modality's usual window, else percentiles 1..99."""
     ds = datasets[0] if datasets else None
     centre = ds.get("WindowCenter") if ds is not None else None
     width = ds.get("WindowWidth") if ds is not None else None
@@ -21,6 +30,9 @@ def source_window(datasets, volume_array: np.ndarray) -> tuple[float, float]:
             centre = width = float("nan")
         if np.isfinite(centre) and np.isfinite(width) and width > 0:
             return centre - width / 2, centre + width / 2
+    fallback = model_window or MODALITY_WINDOWS.get(str(modality or "").upper())
+    if fallback is not None:
+        return fallback[0] - fallback[1] / 2, fallback[0] + fallback[1] / 2
     low, high = np.percentile(volume_array, [1, 99])
     return float(low), float(max(high, low + 1e-6))
 
@@ -76,7 +88,8 @@ def _blend_table(colormap: str, opacity: float, threshold: float) -> np.ndarray:
     return table
 
 
-def blend(gray: np.ndarray, heat: np.ndarray, *, colormap: str = "jet", opacity: float = 0.5, threshold: float = 0.2) -> np.ndarray:
+def blend(gray: np.ndarray, heat: np.ndarray, *, colormap: str = "jet", opacity: float = 0.5,
+          threshold: float = HEAT_THRESHOLD) -> np.ndarray:
     """RGB uint8 of ``gray`` with ``heat`` coloured by ``colormap``; both in 0..1, or already 8-bit
     levels (uint8, as :func:`to_levels` makes them).
 
@@ -90,12 +103,36 @@ def blend(gray: np.ndarray, heat: np.ndarray, *, colormap: str = "jet", opacity:
     return np.take(_blend_table(colormap, float(opacity), float(threshold)), index, axis=0)
 
 
-def draw_legend(rgb: np.ndarray, *, colormap: str = "jet") -> np.ndarray:
-    """Draw a vertical colour bar (high at the top) in the right margin of an (rows, cols, 3) uint8
-    image, in place; returns ``rgb``."""
-    rows, cols = rgb.shape[:2]
-    height, width = max(8, rows // 3), max(2, cols // 40)
-    top, left = rows // 20, cols - width - max(1, cols // 40)
-    ramp = np.linspace(1.0, 0.0, height)[:, None].repeat(width, axis=1)
-    rgb[top : top + height, left : left + width] = np.rint(_lut(colormap)[np.rint(ramp * 255).astype(np.uint8)] * 255).astype(np.uint8)
-    return rgb
+def legend_width(rows: int) -> int:
+    """Columns of the legend panel beside an image of ``rows`` rows."""
+    return max(96, rows // 3)
+
+
+def legend_panel(rows: int, *, colormap: str, vmax: float, lines: Sequence[str] = (),
+                 threshold: float = HEAT_THRESHOLD) -> np.ndarray:
+    """A (rows, :func:`legend_width`, 3) uint8 panel to put beside an overlay: ``lines`` of text
+    (up to five fit) in the upper half, then the colour bar from 0 to ``vmax`` raw map units, ticked at 0, the
+    transparency threshold and the maximum. Drawn with matplotlib's Agg renderer (no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    width, dpi = legend_width(rows), 100.0
+    figure = Figure(figsize=(width / dpi, rows / dpi), dpi=dpi, facecolor="black")
+    canvas = FigureCanvasAgg(figure)
+    points = max(4.5, rows / 36.0)  # about 1/26 of the height a line
+    figure.text(0.06, 0.985, "\n".join(lines), color="white", fontsize=points, va="top", ha="left", linespacing=1.05,
+                family="DejaVu Sans")
+    bar = figure.add_axes((0.08, 0.04, 0.14, 0.4))
+    bar.imshow(np.linspace(1.0, 0.0, 256)[:, None], cmap=colormap, aspect="auto", extent=(0.0, 1.0, 0.0, max(vmax, 1e-12)))
+    bar.set_xticks([])
+    bar.yaxis.tick_right()
+    bar.set_yticks([0.0, threshold * vmax, vmax], [f"0", f"{threshold * vmax:.3g} ({threshold:.0%})", f"{vmax:.3g} (max)"])
+    bar.tick_params(colors="white", labelsize=points, length=2)
+    for spine in bar.spines.values():
+        spine.set_color("white")
+    canvas.draw()
+    drawn = np.asarray(canvas.buffer_rgba())[:, :, :3]
+    panel = np.zeros((rows, width, 3), np.uint8)  # the canvas may round its size by a pixel
+    h, w = min(rows, drawn.shape[0]), min(width, drawn.shape[1])
+    panel[:h, :w] = drawn[:h, :w]
+    return panel

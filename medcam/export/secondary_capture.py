@@ -9,6 +9,7 @@ copied as strings from its source slice, InstanceNumber in spatial order.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -17,7 +18,7 @@ from pydicom.uid import SecondaryCaptureImageStorage
 from medcam import __version__
 from medcam.errors import ExportError
 from medcam.export.outputs import UidFactory, atomic_output
-from medcam.export.overlay import blend, draw_legend, source_window, window_to_levels
+from medcam.export.overlay import blend, legend_panel, source_window, window_to_levels
 from medcam.export.source_planes import SourcePlane, source_planes, source_reference
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
@@ -56,12 +57,19 @@ def write_secondary_capture(
     description: str = "medcam CAM overlay",
     colormap: str = "jet",
     opacity: float = 0.5,
+    legend: Sequence[str] = (),
+    window: tuple[float, float] | None = None,
     overwrite: bool = False,
 ) -> list[Path]:
     """Write one RGB Secondary Capture image per slice of ``heatmap`` into ``folder``.
 
-    A source without patient geometry (a radiograph) gets the same overlay without the
-    position attributes.
+    Each image is the source slice (``window``: its gray-scale range, default the source's own
+    window, else percentiles) with the map blended in, and to its right a legend panel: the
+    ``legend`` lines (method, class, probability, "not for diagnosis") and the colour bar in raw
+    map units. The panel adds columns after the source's last one, so every source pixel keeps
+    its place (ImagePositionPatient and PixelSpacing hold for the image as a whole), and the
+    legend stays off the anatomy. A source without patient geometry (a radiograph) gets the same
+    overlay without the position attributes.
     """
     if not heatmap.geometry.is_close(series.volume.geometry, atol=1e-4):
         raise ExportError("Secondary Capture: the heatmap is not on the source series' grid")
@@ -74,16 +82,17 @@ def write_secondary_capture(
     except ExportError:
         planes = None  # no patient geometry: overlay without position attributes
     uids = uids or UidFactory()
-    low, high = source_window(series.datasets, series.volume.array)
+    low, high = window or source_window(series.datasets, series.volume.array)
     top = float(np.max(heatmap.array))  # the map's maximum is full heat; negative evidence none
     shared = _series_template(series.datasets[0], uids.uid("sc-series"), series_number, description)
-    shared.Columns, shared.Rows = heatmap.shape[:2]
+    panel = legend_panel(heatmap.shape[1], colormap=colormap, vmax=top, lines=legend)  # the same beside every slice
+    shared.Columns, shared.Rows = heatmap.shape[0] + panel.shape[1], heatmap.shape[1]
     folder = Path(folder)
     paths = []
     for k in range(heatmap.shape[2]):
         gray = window_to_levels(series.volume.array[:, :, k].T, low, high)  # (rows, cols)
         heat = window_to_levels(heatmap.array[:, :, k].T, 0.0, top) if top > 0 else np.zeros_like(gray)  # 8-bit levels
-        rgb = draw_legend(blend(gray, heat, colormap=colormap, opacity=opacity), colormap=colormap)
+        rgb = np.concatenate([blend(gray, heat, colormap=colormap, opacity=opacity), panel], axis=1)
         path = folder / f"SC{k + 1:04d}.dcm"
         ds = Dataset()  # its own element table, holding the shared elements (never changed) and its own
         ds.update(shared)

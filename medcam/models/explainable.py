@@ -12,6 +12,7 @@ class names, the spatial dims, the default target layer and the provenance of th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,9 @@ class ExplainableModel:
         (:func:`medcam.cam.find_gap_head`: the layer that feeds global average pooling).
     modalities : tuple of str
         DICOM Modality values the model was trained on; empty when it does not say.
+    intensity_window : (centre, width) or None
+        The intensity window the preprocessing clips to (a CT model's HU window), which figures
+        use to show sources that carry no window of their own; None when it has none.
     """
 
     module: nn.Module
@@ -67,6 +71,7 @@ class ExplainableModel:
     layer: str | None = None
     fc_layer: str | None = None
     modalities: tuple[str, ...] = ()
+    intensity_window: tuple[float, float] | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -231,6 +236,7 @@ def from_checkpoint(checkpoint) -> ExplainableModel:
     return ExplainableModel(
         checkpoint.model, lambda tensor: run_transform(transform, {"image": tensor})["image"], checkpoint.class_names,
         checkpoint.spatial_dims, provenance, "features", "classifier", tuple(checkpoint.metadata.get("modalities", ())),
+        config.window if config.intensity == "window" else None,
     )
 
 
@@ -272,6 +278,5 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", class_na
     if class_names:
         if len(class_names) != len(model.class_names):
             raise CheckpointError(f"{path}: {len(class_names)} class names given for a model of {len(model.class_names)} classes")
-        model = ExplainableModel(model.module, model.preprocessing, tuple(class_names), model.spatial_dims,
-                                 model.provenance, model.layer, model.fc_layer, model.modalities)
+        model = dataclasses.replace(model, class_names=tuple(class_names), _cache={})
     return model

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from medcam.export.nifti import write_heatmap_nifti
+from medcam.export.overlay import legend_width
 from medcam.export.parametric_map import write_parametric_map
 from medcam.export.secondary_capture import write_secondary_capture
 from medcam.geometry import Volume
@@ -56,7 +57,9 @@ def test_dcm2niix_reads_the_parametric_map_and_the_overlay_series_on_medcams_gri
         assert np.abs(mapping[:, [0, 1, 3]] - np.rint(mapping[:, [0, 1, 3]])).max() < 1e-3, np.round(mapping, 4)
     write_secondary_capture(heatmap, series, tmp_path / "sc")
     overlay = _dcm2niix(tmp_path / "sc", tmp_path / "sc_nii")
-    assert overlay.shape[:3] == ours.shape
+    # the legend panel adds columns after the source's last: the grid is the source's, extended along i
+    rows = ours.shape[1]
+    assert overlay.shape[:3] == (ours.shape[0] + legend_width(rows), rows, ours.shape[2])
     if ours.shape[2] > 1:
         _voxel_map(overlay, ours)
     else:

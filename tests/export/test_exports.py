@@ -15,6 +15,7 @@ from medcam.explanation import explain
 from medcam.export.nifti import write_heatmap_nifti
 from medcam.export.outputs import UidFactory, atomic_output, check_output_dir
 from medcam.export.parametric_map import write_parametric_map
+from medcam.export.overlay import legend_width
 from medcam.export.secondary_capture import write_secondary_capture
 from medcam.export.seg import write_segmentation
 from medcam.geometry import Volume, lps_to_ras
@@ -127,7 +128,8 @@ def test_secondary_capture_series_copies_geometry_strings(tmp_path, oblique_seri
             assert [str(v) for v in sc[keyword].value] == [str(v) for v in source[keyword].value]
         rgb = sc.pixel_array.astype(float)
         closeness = -np.linalg.norm(rgb - top_colour, axis=-1)
-        closeness[:, -2 * max(2, rgb.shape[1] // 40) - 1 :] = -np.inf  # ignore the colour legend
+        assert rgb.shape[:2] == (source.Rows, source.Columns + legend_width(source.Rows))  # the legend beside the image
+        closeness[:, source.Columns :] = -np.inf  # ignore the colour legend
         reddest.append((closeness.max(), k, *np.unravel_index(closeness.argmax(), closeness.shape)))
     _, k, row, col = max(reddest)
     # pixel (row, col) of file k is voxel (i = col, j = row, k): compare with the blob centre

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from medcam.export.overlay import _lut, blend, draw_legend, to_levels, window_to_levels, window_to_unit
+from medcam.export.overlay import _lut, blend, legend_panel, legend_width, to_levels, window_to_levels, window_to_unit
 
 
 def _float_blend(gray, heat, colormap, opacity, threshold):
@@ -36,5 +36,18 @@ def test_window_levels_and_legend():
     values = np.array([[-1000.0, 40.0, 240.0, 3000.0]])
     assert window_to_levels(values, -160.0, 240.0).tolist() == [[0, 128, 255, 255]]
     assert np.array_equal(window_to_levels(values, -160.0, 240.0), to_levels(window_to_unit(values, -160.0, 240.0)))
-    image = np.zeros((120, 200, 3), np.uint8)
-    assert draw_legend(image) is image and image[:, -15:].any() and not image[:, :150].any()
+
+
+@pytest.mark.parametrize("rows", [96, 512])
+def test_the_legend_panel_is_drawn_to_size_with_its_text_and_colour_bar(rows):
+    blank = legend_panel(rows, colormap="jet", vmax=437.0)
+    panel = legend_panel(rows, colormap="jet", vmax=437.0, lines=["medcam cam", "map of 'lesion'", "p = 0.529"])
+    assert panel.shape == (rows, legend_width(rows), 3) and panel.dtype == np.uint8
+    top = slice(0, rows // 5)
+    assert not blank[top].any() and (panel[top] > 200).all(axis=-1).sum() > 20  # white text at the top
+    # the colour bar holds the colour map's ends: red (the maximum) above blue (zero)
+    red = np.argwhere((panel[..., 0] > 100) & (panel[..., 1] < 40) & (panel[..., 2] < 40))
+    blue = np.argwhere((panel[..., 2] > 100) & (panel[..., 0] < 40) & (panel[..., 1] < 40))
+    assert len(red) and len(blue) and red[:, 0].mean() < blue[:, 0].mean()
+    # the tick labels in raw units: the maximum's label makes the panel differ from another maximum's
+    assert not np.array_equal(panel, legend_panel(rows, colormap="jet", vmax=0.017, lines=["medcam cam", "map of 'lesion'", "p = 0.529"]))
