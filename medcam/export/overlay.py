@@ -126,7 +126,7 @@ def legend_panel(rows: int, *, colormap: str, vmax: float, lines: Sequence[str] 
     bar.imshow(np.linspace(1.0, 0.0, 256)[:, None], cmap=colormap, aspect="auto", extent=(0.0, 1.0, 0.0, max(vmax, 1e-12)))
     bar.set_xticks([])
     bar.yaxis.tick_right()
-    bar.set_yticks([0.0, threshold * vmax, vmax], [f"0", f"{threshold * vmax:.3g} ({threshold:.0%})", f"{vmax:.3g} (max)"])
+    bar.set_yticks([0.0, threshold * vmax, vmax], ["0", f"{threshold * vmax:.3g} ({threshold:.0%})", f"{vmax:.3g} (max)"])
     bar.tick_params(colors="white", labelsize=points, length=2)
     for spine in bar.spines.values():
         spine.set_color("white")
