@@ -17,33 +17,11 @@ bootstrap intervals. The generator and its seeds are the record: the cohort is n
 from __future__ import annotations
 
 import argparse
-import csv
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-
-def write_cohort(folder: Path, n: int, seed: int) -> tuple[Path, Path]:
-    """The cohort as NIfTI files, and two manifests: with a mask column, and labels only."""
-    from medcam.data.anatomy import brain_mr_case
-    from medcam.io import write_nifti
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for index in range(n):
-        case = brain_mr_case(index, seed, mask_grid="template" if index % 4 == 3 else "scanner")
-        image = write_nifti(case.volume, folder / f"case{index:04d}.nii.gz")
-        mask = write_nifti(case.mask, folder / f"case{index:04d}_mask.nii.gz").name if case.label else ""
-        rows.append({"image": image.name, "label": case.label, "mask": mask})
-    manifests = folder / "with_masks.csv", folder / "labels_only.csv"
-    for manifest, columns in zip(manifests, (["image", "label", "mask"], ["image", "label"])):
-        with open(manifest, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-    return manifests
 
 
 def held_out_scores(checkpoint: Path, n: int, seed: int) -> dict:
@@ -121,7 +99,9 @@ def main() -> None:
         if args.work is not None and (cohort / "with_masks.csv").is_file():  # a cohort this command wrote before
             manifests = {"masks": cohort / "with_masks.csv", "labels": cohort / "labels_only.csv"}
         else:
-            manifests = dict(zip(("masks", "labels"), write_cohort(cohort, args.n_train, args.seed)))
+            from medcam.data.anatomy import write_brain_mr_cohort
+
+            manifests = dict(zip(("masks", "labels"), write_brain_mr_cohort(cohort, args.n_train, args.seed)))
         written = time.perf_counter() - start
         print(f"cohort of {args.n_train} written in {written:.0f} s", flush=True)
         for mode in args.modes:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import permutations
+from pathlib import Path
 
 import numpy as np
 
@@ -206,3 +207,29 @@ def _mask_on_template_grid(lesions: list[AnatomyLesion]) -> Volume:
     for lesion in lesions:
         mask = np.maximum(mask, (np.linalg.norm(points - lesion.center_ras, axis=-1) <= lesion.radius_mm).astype(np.float32))
     return Volume(mask, geometry)
+
+
+def write_brain_mr_cohort(folder: str | Path, n: int, seed: int) -> tuple[Path, Path]:
+    """``n`` cases of :func:`brain_mr_case` as NIfTI files in ``folder``, with two manifests that
+    ``medcam train``, cohort ``medcam explain`` and ``medcam evaluate`` read as they are:
+    ``with_masks.csv`` (image, label, mask) and ``labels_only.csv`` (image, label). A quarter of
+    the masks lie on the template's grid rather than the scanner's, as masks drawn elsewhere do."""
+    import csv
+
+    from medcam.io import write_nifti
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for index in range(n):
+        case = brain_mr_case(index, seed, mask_grid="template" if index % 4 == 3 else "scanner")
+        image = write_nifti(case.volume, folder / f"case{index:04d}.nii.gz")
+        mask = write_nifti(case.mask, folder / f"case{index:04d}_mask.nii.gz").name if case.label else ""
+        rows.append({"image": image.name, "label": case.label, "mask": mask})
+    manifests = folder / "with_masks.csv", folder / "labels_only.csv"
+    for manifest, columns in zip(manifests, (["image", "label", "mask"], ["image", "label"])):
+        with open(manifest, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    return manifests
