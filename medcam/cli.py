@@ -266,8 +266,9 @@ def _explain_path(args: argparse.Namespace, model, source: Path) -> int:
         overwrite=args.overwrite, allow_modality_mismatch=args.allow_modality_mismatch,
     )
     peak = ", ".join(f"{v:.1f}" for v in explanation.peak_lps)
-    print(f"{args.input}: {explanation.target_name} (p={explanation.probability:.3f}), {args.method} peak at LPS "
-          f"({peak}) mm (layer {explanation.layer!r})")
+    predicted = f"predicted {explanation.predicted_name!r}; " if explanation.predicted_name is not None else ""
+    print(f"{args.input}: {predicted}{args.method} map of {explanation.target_name!r} (p={explanation.probability:.3f}), "
+          f"peak at LPS ({peak}) mm (layer {explanation.layer!r})")
     for fmt, paths in outputs.paths.items():
         shown = str(paths[0].parent) + f"/ ({len(paths)} files)" if len(paths) > 2 else ", ".join(str(p) for p in paths)
         print(f"  {fmt:5s} {shown}")

@@ -28,7 +28,7 @@ from medcam.study import Study, safe_case_id
 __all__ = ["MANIFEST_COLUMNS", "find_cases", "cases_from_csv", "manifest_name", "run_cohort", "shard", "CohortSummary"]
 
 MANIFEST_COLUMNS = (
-    "case_id", "source", "series_uid", "modality", "prediction", "probability", "peak_lps_mm",
+    "case_id", "source", "series_uid", "modality", "prediction", "mapped_class", "probability", "peak_lps_mm",
     "outputs", "status", "error", "seconds", "request", "sent",
 )
 
@@ -175,7 +175,8 @@ def _explain_case(study: Study, model: ExplainableModel, out_dir: Path, *, metho
                                    deterministic_uids=deterministic_uids, overwrite=overwrite)
         files = [p for paths in outputs.paths.values() for p in paths]
         row.update(
-            prediction=explanation.target_name, probability=f"{explanation.probability:.4f}",
+            prediction=explanation.predicted_name or "", mapped_class=explanation.target_name,
+            probability=f"{explanation.probability:.4f}",
             peak_lps_mm=" ".join(f"{v:.2f}" for v in explanation.peak_lps), outputs=";".join(str(p) for p in files),
             status="ok", error="; ".join(outputs.notes),
         )
@@ -276,7 +277,10 @@ def run_cohort(
     out = check_output_dir(out_dir, [*input_roots, *(case.source for case in cases if case.source is not None and case.source.is_dir())])
     manifest_path = out / manifest_name(num_parts, part_id)
     rows = _read_manifests(out)
-    request = request_key(model, method=method, formats=sorted(formats), target=target, threshold=threshold, layer=layer,
+    # the class as explain() resolves it (a two-class model's finding class by default), so that runs
+    # recorded before that default count as another request
+    explained = target if target is not None else (1 if len(model.class_names) == 2 else "predicted")
+    request = request_key(model, method=method, formats=sorted(formats), target=explained, threshold=threshold, layer=layer,
                           fc_layer=fc_layer, deterministic_uids=deterministic_uids)
     todo = [case for case in cases if force or not _complete(
         rows.get(case.case_id), request, completion_marker(out / case.case_id, output_name(method)))]

@@ -115,7 +115,7 @@ def test_explain_a_dicom_study(tmp_path, capsys):
                  "--out", str(out), "--formats", "nifti,pm,sc,png", "--class", "lesion", "--deterministic-uids"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "lesion (p=" in printed and "peak at LPS" in printed
+    assert "map of 'lesion' (p=" in printed and "predicted '" in printed and "peak at LPS" in printed
     assert (out / "cam.nii.gz").is_file() and (out / "cam.json").is_file() and (out / "cam.png").is_file()
     assert pydicom.dcmread(out / "cam_pm.dcm").SOPClassUID == pydicom.uid.ParametricMapStorage
     assert len(list((out / "cam_sc").glob("*.dcm"))) == 40

@@ -50,6 +50,8 @@ def test_cohort_with_a_corrupted_study_then_resume(cohort, model_path, tmp_path,
     assert len(good) == 3
     for row in good:
         assert row["prediction"] in ("no", "yes") and len(row["peak_lps_mm"].split()) == 3
+        # a two-class model maps its finding class; the probability is that class's
+        assert row["mapped_class"] == "yes" and (row["prediction"] == "yes") == (float(row["probability"]) >= 0.5)
         assert all(Path(p).is_file() for p in row["outputs"].split(";"))
     assert "3 explained, 0 already done, 1 failed" in capsys.readouterr().out
 
