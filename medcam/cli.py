@@ -18,12 +18,17 @@ EXAMPLES = """examples:
                                                  the same with a MONAI Bundle (configs/, models/model.pt)
   medcam info sample_data/ct_lesion_dicom        series, geometry and orientation of a DICOM folder
   medcam info sample_data/ct_lesion.nii.gz       the same for a NIfTI file
-  medcam evaluate --model sample_data/models/ct3d.pt --synthetic ct3d --n 100 --out eval_ct3d
+  medcam evaluate --model sample_data/models/ct3d.pt --synthetic ct3d --n 100 --out out/eval_ct3d
                                                  hit rate, energy, deletion/insertion per CAM method
-  medcam train --synthetic ct3d --out ct3d.pt
+  medcam train --synthetic ct3d --out out/ct3d.pt
                                                  train the 3D lesion classifier on synthetic CT
-  medcam train --manifest cohort.csv --spatial-dims 3 --spacing 3 3 3 --size 64 72 64 --intensity robust_zscore --out model.pt
-                                                 train on your own NIfTI/DICOM (CSV: image,label[,mask])
+  medcam explain sample_data/ct_cohort.csv --model sample_data/models/ct3d.pt --out out/cohort
+                                                 a cohort listed in a CSV (image[,case_id,mask,label])
+  medcam evaluate --manifest sample_data/ct_cohort.csv --model sample_data/models/ct3d.pt --out out/evaluation
+                                                 AUC and localisation on a labelled cohort of your own
+  medcam train --manifest out/brain_mr/with_masks.csv --spatial-dims 3 --spacing 3 3 3 --size 64 72 64 --intensity robust_zscore --out out/model.pt
+                                                 train on your own NIfTI/DICOM (CSV: image,label[,mask]);
+                                                 python pipelines/make_brain_mr_cohort.py --out out/brain_mr writes one
 """
 
 
