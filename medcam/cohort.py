@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from medcam.errors import MedcamError
-from medcam.explanation import as_model, explain, output_name
+from medcam.explanation import as_model, default_target, explain, output_name
 from medcam.export.case import DEFAULT_FORMATS
 from medcam.io.volume import is_nifti_path
 from medcam.models.explainable import ExplainableModel
@@ -279,7 +279,8 @@ def run_cohort(
     rows = _read_manifests(out)
     # the class as explain() resolves it (a two-class model's finding class by default), so that runs
     # recorded before that default count as another request
-    explained = target if target is not None else (1 if len(model.class_names) == 2 else "predicted")
+    explained = target if target is not None else default_target(model)
+    explained = "predicted" if explained is None else explained
     request = request_key(model, method=method, formats=sorted(formats), target=explained, threshold=threshold, layer=layer,
                           fc_layer=fc_layer, deterministic_uids=deterministic_uids)
     todo = [case for case in cases if force or not _complete(

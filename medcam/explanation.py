@@ -223,8 +223,8 @@ def explain(
     x = model_input.as_tensor().unsqueeze(0).to(model.device)
     target_index = model.class_index(target) if isinstance(target, str) else target
     binary = len(model.class_names) == 2
-    if target_index is None and binary:
-        target_index = 1
+    if target_index is None:
+        target_index = default_target(model)
     layer, fc_layer = _layers(model, x, method, layer, fc_layer)
     with create_extractor(method, model.module, layer, fc_layer=fc_layer) as extractor:
         result = extractor(x, target=target_index)
@@ -235,6 +235,12 @@ def explain(
     else:
         predicted = explained if target_index is None else None
     return Explanation(study, model, model_input, result, heatmap, predicted)
+
+
+def default_target(model: ExplainableModel) -> int | None:
+    """The class :func:`explain` maps when none is asked for: a two-class model's class 1 (the
+    finding), else None (the predicted class)."""
+    return 1 if len(model.class_names) == 2 else None
 
 
 def _layers(model: ExplainableModel, x: torch.Tensor, method: str, layer: str | None, fc_layer: str | None):

@@ -140,6 +140,7 @@ def _write_outputs(
     source_path = study.source if study.source is not None else study.case_id
     result = explanation.result
     provenance = explanation.model.provenance
+    window = explanation.display_window  # once: it may take percentiles of the whole volume
     sidecar: dict[str, Any] = {
         "method": result.method, "layer": result.layer, "target_class": explanation.target,
         "target_name": explanation.target_name, "score": explanation.score, "probability": explanation.probability,
@@ -147,7 +148,7 @@ def _write_outputs(
         "map_units": "raw (not normalised; higher = more evidence for the target class)",
         "map_range": [float(explanation.heatmap.array.min()), float(explanation.heatmap.array.max())],
         "display": {"normalisation": "value / map maximum, negative values as 0", "transparent_below": HEAT_THRESHOLD,
-                    "map_maximum": float(explanation.heatmap.array.max()), "window": list(explanation.display_window)},
+                    "map_maximum": float(explanation.heatmap.array.max()), "window": list(window)},
         "peak_voxel_ijk": list(explanation.peak_index), "peak_lps_mm": [round(float(v), 3) for v in explanation.peak_lps],
         "model": provenance.to_dict(), "model_sha256": provenance.sha256, "source": str(source_path),
         "source_series_uid": series.series_uid if series is not None else None,
@@ -186,14 +187,14 @@ def _write_outputs(
             jobs["sc"] = lambda: _attempt(lambda: write_secondary_capture(
                 heatmap, series, out / f"{name}_sc", uids=sc_uids, overwrite=overwrite,
                 description=f"medcam {result.method} overlay", colormap=colormap, opacity=opacity,
-                legend=legend_lines(explanation), window=explanation.display_window))
+                legend=legend_lines(explanation), window=window))
         elif fmt == "seg":
             jobs["seg"] = lambda: _attempt(lambda: [write_segmentation(
                 heatmap, series, out / f"{name}_seg.dcm", threshold=threshold, uids=seg_uids,
                 method=result.method, overwrite=overwrite)])
     if "png" in formats:
         label = map_label(result.method, explanation.target_name, heatmap.array)
-        jobs["png"] = lambda: [write_figure(explanation.source, heatmap, out / f"{name}.png", window=explanation.display_window,
+        jobs["png"] = lambda: [write_figure(explanation.source, heatmap, out / f"{name}.png", window=window,
                                             title=figure_title(explanation), label=label, mask=study.mask_on_image_grid(),
                                             overwrite=overwrite)]
     written = _run_jobs(jobs, executor)

@@ -22,7 +22,7 @@ from medcam.export.outputs import atomic_output
 from medcam.export.overlay import HEAT_THRESHOLD, heat_to_unit
 from medcam.geometry import Volume, ras_to_lps, resample_to
 
-__all__ = ["View", "anatomical_views", "overlay_figure", "write_figure", "map_label"]
+__all__ = ["View", "anatomical_views", "draw_view", "overlay_figure", "write_figure", "map_label"]
 
 # axis of the canonical (RAS-ordered) array shown left to right and top to bottom in each view,
 # whether it is reversed (columns run from patient right to left, rows from anterior or superior
@@ -158,6 +158,18 @@ def overlay_figure(
                          colormap=colormap, opacity=opacity, at=at)
 
 
+def draw_view(axis, view: View, *, window: tuple[float, float], colormap="jet", opacity: float = 0.45):
+    """Draw ``view`` on a matplotlib ``axis``: the source in ``window``, the heat above the
+    transparency threshold, the mask's contour; axes off. Returns the heat image (for a colour bar)."""
+    axis.imshow(view.gray, cmap="gray", vmin=window[0], vmax=window[1], aspect=view.aspect, interpolation="nearest")
+    alpha = np.where(view.heat >= HEAT_THRESHOLD, opacity * view.heat, 0.0)
+    image = axis.imshow(view.heat, cmap=colormap, vmin=0.0, vmax=1.0, alpha=alpha, aspect=view.aspect, interpolation="nearest")
+    if view.mask is not None and view.mask.any():
+        axis.contour(view.mask.astype(np.float32), levels=[0.5], colors="lime", linewidths=1.2)
+    axis.axis("off")
+    return image
+
+
 def _obliquity_degrees(source: Volume) -> float:
     """The largest angle between a voxel axis and the patient axis it is shown along."""
     direction = source.geometry.direction_ras
@@ -168,17 +180,13 @@ def _draw_overlay(make_figure, source: Volume, heatmap: Volume, *, window, title
     from matplotlib import colormaps, patheffects
 
     low, high = window or tuple(float(v) for v in np.percentile(source.array, [1, 99]))
+    outline = [patheffects.withStroke(linewidth=2.5, foreground="black")]
     views = anatomical_views(source, heatmap, at=at, mask=mask)
     figure = make_figure(figsize=(4.2 * len(views) + 0.8, 4.9 if len(views) > 1 else 5.6))
     axes = figure.subplots(1, len(views), squeeze=False)
     cmap = colormaps[colormap]
-    outline = [patheffects.withStroke(linewidth=2.5, foreground="black")]
     for axis, view in zip(axes[0], views):
-        axis.imshow(view.gray, cmap="gray", vmin=low, vmax=high, aspect=view.aspect, interpolation="nearest")
-        alpha = np.where(view.heat >= HEAT_THRESHOLD, opacity * view.heat, 0.0)
-        image = axis.imshow(view.heat, cmap=cmap, vmin=0.0, vmax=1.0, alpha=alpha, aspect=view.aspect, interpolation="nearest")
-        if view.mask is not None and view.mask.any():
-            axis.contour(view.mask.astype(np.float32), levels=[0.5], colors="lime", linewidths=1.2)
+        image = draw_view(axis, view, window=(low, high), colormap=cmap, opacity=opacity)
         for text, (x, y, ha, va) in zip(view.markers, ((0.02, 0.5, "left", "center"), (0.98, 0.5, "right", "center"),
                                                         (0.5, 0.98, "center", "top"), (0.5, 0.02, "center", "bottom"))):
             if text:
@@ -186,7 +194,6 @@ def _draw_overlay(make_figure, source: Volume, heatmap: Volume, *, window, title
                           fontweight="bold", path_effects=outline)
         if view.position:
             axis.set_title(f"{view.name}, {view.position}", fontsize=9)
-        axis.axis("off")
     figure.colorbar(image, ax=axes[0].tolist(), fraction=0.025, pad=0.02)
     label = label or f"map as value / maximum ({float(np.max(heatmap.array)):.3g} raw units)"
     figure.text(0.5, 0.015, "\n".join(textwrap.wrap(label, 60 * len(views) + 10)), ha="center", va="bottom", fontsize=8)
