@@ -11,24 +11,28 @@ from medcam import __version__
 from medcam.errors import MedcamError
 
 EXAMPLES = """examples:
-  medcam demo --out demo_out                     explain every bundled study with the bundled models
+  medcam demo --out out/demo                     explain every bundled study with the bundled models
   medcam explain sample_data/ct_lesion_dicom --model sample_data/models/ct3d.pt --out out/ct
                                                  one study: NIfTI, Parametric Map, overlay series, PNG
   medcam explain study/ --model my_bundle/ --method gradcam --out out/study
-                                                 the same with a MONAI Bundle (configs/, models/model.pt)
+                                                 your study with your MONAI Bundle (configs/, models/model.pt)
   medcam info sample_data/ct_lesion_dicom        series, geometry and orientation of a DICOM folder
   medcam info sample_data/ct_lesion.nii.gz       the same for a NIfTI file
-  medcam evaluate --model sample_data/models/ct3d.pt --synthetic ct3d --n 100 --out out/eval_ct3d
-                                                 hit rate, energy, deletion/insertion per CAM method
-  medcam train --synthetic ct3d --out out/ct3d.pt
-                                                 train the 3D lesion classifier on synthetic CT
+  medcam evaluate --model sample_data/models/ct3d.pt --synthetic ct3d --n 8 --methods cam,gradcam --out out/eval_ct3d
+                                                 hit rate, energy, deletion/insertion per CAM method (a few
+                                                 minutes; benchmarks/RESULTS.md: --n 100, every method)
+  medcam train --synthetic ct3d --pairs 24 --n-val 16 --crop-epochs 1 --epochs 1 --out out/ct3d_quick.pt
+                                                 the 3D lesion classifier's recipe on synthetic CT, shortened to
+                                                 a minute (its defaults train sample_data/models/ct3d.pt)
   medcam explain sample_data/ct_cohort.csv --model sample_data/models/ct3d.pt --out out/cohort
                                                  a cohort listed in a CSV (image[,case_id,mask,label])
   medcam evaluate --manifest sample_data/ct_cohort.csv --model sample_data/models/ct3d.pt --out out/evaluation
                                                  AUC and localisation on a labelled cohort of your own
-  medcam train --manifest out/brain_mr/with_masks.csv --spatial-dims 3 --spacing 3 3 3 --size 64 72 64 --intensity robust_zscore --out out/model.pt
+  python pipelines/make_brain_mr_cohort.py --out out/brain_mr --n 24 --seed 0
+                                                 a small brain MR cohort from the MNI152 template (manifests)
+  medcam train --manifest out/brain_mr/with_masks.csv --spatial-dims 3 --spacing 3 3 3 --size 64 72 64 --intensity robust_zscore --classes "no lesion" lesion --modality MR --crop-epochs 3 --out out/my_model.pt
                                                  train on your own NIfTI/DICOM (CSV: image,label[,mask]);
-                                                 python pipelines/make_brain_mr_cohort.py --out out/brain_mr writes one
+                                                 --crop-epochs 3 for a first look, the default 20 for a model
 """
 
 
@@ -348,10 +352,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise MedcamError("--model is needed (unless --maps scores maps already written)")
     model = load_model(args.model, device=args.device, class_names=args.classes) if args.model is not None else None
     if args.synthetic:
-        cases = synthetic_cases(args.synthetic, args.n, args.seed)
-        title = f"{Path(args.model).name} on {args.n} lesion-positive {args.synthetic} studies (seed {args.seed})"
+        total = args.n or 100
+        cases = synthetic_cases(args.synthetic, total, args.seed)
+        title = f"{Path(args.model).name} on {total} lesion-positive {args.synthetic} studies (seed {args.seed})"
     else:
-        cases = itertools.islice(manifest_cases(args.manifest), args.n) if args.n else manifest_cases(args.manifest)
+        cases = list(itertools.islice(manifest_cases(args.manifest), args.n) if args.n else manifest_cases(args.manifest))
+        total = len(cases)
         title = f"{Path(args.model).name if args.model else 'maps on file'} on {args.manifest}"
     log = (lambda _line: None) if args.quiet else (lambda line: print(line, flush=True))
     # default: the last class, the lesion class of a "no lesion" / "lesion" model
@@ -359,7 +365,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     target = model.class_index(args.target) if args.target is not None and model is not None else max(len(names) - 1, 1)
     result = evaluate(model, cases, methods, tolerance_mm=args.tolerance_mm, energy_tolerance_mm=args.energy_tolerance_mm,
                       steps=args.steps, target=target, randomisation_cases=args.randomisation_cases, progress=log,
-                      layer=args.layer, maps_on_file=args.maps, class_names=args.classes)
+                      layer=args.layer, maps_on_file=args.maps, class_names=args.classes, total=total,
+                      figures_dir=args.out / "figures" if args.figures else None, figure_cases=args.figures)
     paths = write_report(result, args.out, title=title, gate=args.gate, tolerance_mm=args.tolerance_mm)
     print(paths["summary_md"].read_text())
     print("written: " + ", ".join(str(p) for p in paths.values()))
@@ -457,13 +464,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_cmd.add_argument("--class", dest="target", help="class whose maps are scored (default: the last, the lesion class)")
     evaluate_cmd.add_argument("--layer", help="target layer (default: the layer that feeds global average pooling)")
     evaluate_cmd.add_argument("--out", type=Path, required=True, help="folder for the CSV, Markdown and PNG reports")
-    evaluate_cmd.add_argument("--n", type=int, default=100, help="cases (synthetic: how many to draw)")
+    evaluate_cmd.add_argument("--n", type=int, help="cases: synthetic, how many to draw (default 100); a manifest, its first N (default all)")
     evaluate_cmd.add_argument("--seed", type=int, default=4242, help="synthetic: a seed not used in training")
     evaluate_cmd.add_argument("--methods", default="cam,gradcam,gradcam++,xgradcam,layercam,hirescam,scorecam")
     evaluate_cmd.add_argument("--tolerance-mm", type=float, default=10.0, help="dilation of the mask for the tolerant hit rate")
     evaluate_cmd.add_argument("--energy-tolerance-mm", type=float, help="dilation of the mask for the dilated energy (default: --tolerance-mm)")
     evaluate_cmd.add_argument("--steps", type=int, default=20, help="deletion/insertion curve steps")
     evaluate_cmd.add_argument("--randomisation-cases", type=int, default=5)
+    evaluate_cmd.add_argument("--figures", type=int, default=4, metavar="N",
+                              help="figures (figures/<case>_<method>.png, mask contour drawn) of the first N positives (default 4; 0: none)")
     evaluate_cmd.add_argument("--gate", type=float, default=0.5, help="probability gate reported separately")
     evaluate_cmd.add_argument("--device", default="cpu")
     evaluate_cmd.add_argument("--quiet", action="store_true")
@@ -477,13 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--pairs", "--n", dest="n", type=int, default=700, help="synthetic: matched pairs to generate (default 700)")
     train.add_argument("--n-val", type=int, default=200, help="synthetic: independent validation studies")
     train.add_argument("--crop-epochs", type=int,
-                       help="epochs on lesion-centred crops before the whole volumes (default: the task's recipe; manifest: 24 with masks, 0 without)")
-    train.add_argument("--crop-size", type=int, nargs="+", help="manifest: crop size in model voxels (default: half the model grid)")
+                       help="epochs on lesion-centred crops before the whole volumes (default: the task's recipe; manifest: 20 with masks, 0 without)")
+    train.add_argument("--crop-size", type=int, nargs="+", help="manifest: crop size in model voxels (default: 48 mm a side)")
     train.add_argument("--localisation-weight", type=float,
-                       help="weight of the loss on CAM evidence outside the lesion masks (manifest default: 1 with masks, 0 without)")
+                       help="weight of the loss on CAM evidence outside the lesion masks (manifest default: 0.5 with masks, 0 without)")
     train.add_argument("--seed", type=int, default=0, help="seed of data generation, split and training")
     train.add_argument("--val-fraction", type=float, default=0.2)
-    train.add_argument("--epochs", type=int, help="epochs on whole volumes (default: the recipe's; manifest: 6 after the crops, 40 without masks)")
+    train.add_argument("--epochs", type=int, help="epochs on whole volumes (default: the recipe's; manifest: 0 after the crops, the logit calibrated instead; 40 without masks)")
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--lr", type=float, default=3e-3)
     train.add_argument("--spatial-dims", type=int, choices=[2, 3], help="manifest: 2D images or 3D volumes")

@@ -18,7 +18,7 @@ from medcam.metrics.localisation import localisation_scores
 from medcam.metrics.sanity import cascading_randomisation
 from medcam.study import Study
 
-__all__ = ["synthetic_cases", "manifest_cases", "evaluate", "bootstrap_ci", "write_report"]
+__all__ = ["synthetic_cases", "manifest_cases", "evaluate", "bootstrap_ci", "progress_line", "write_report"]
 
 
 def synthetic_cases(task_name: str, n: int, seed: int) -> Iterator[Study]:
@@ -149,6 +149,9 @@ def evaluate(
     layer: str | None = None,
     maps_on_file: bool = False,
     class_names: Sequence[str] | None = None,
+    figures_dir: str | Path | None = None,
+    figure_cases: int = 4,
+    total: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> EvaluationResult:
     """Score every method on every case: the prediction on every case (classification AUC over
@@ -162,12 +165,17 @@ def evaluate(
     (``class_names`` then resolves label names; without them labels must be class indices).
     A case that cannot be scored (unreadable, a positive whose mask is empty...) is recorded in
     ``errors`` with the reason, and the evaluation goes on.
+
+    With ``figures_dir``, the first ``figure_cases`` positives with a mask get one figure per
+    method (``<case>_<method>.png``: the planes through the map's peak with the mask's contour).
+    ``progress`` gets a line per case: "case i of ``total``", its time and, with ``total``, an ETA.
     """
     model = None if maps_on_file and model is None else as_model(model)
     class_names = list(class_names if class_names is not None else model.class_names if model is not None else [])
     result = EvaluationResult()
-    randomised = 0
-    for case in cases:
+    randomised = figured = 0
+    began = time.perf_counter()
+    for done, case in enumerate(cases, start=1):
         start = time.perf_counter()
         try:
             mask = case.mask_on_image_grid()
@@ -177,23 +185,50 @@ def evaluate(
             scored = _score_case(case, model, methods, mask if positive else None, result, target=target, layer=layer,
                                  tolerance_mm=tolerance_mm, energy_tolerance_mm=energy_tolerance_mm, steps=steps,
                                  baseline=baseline, randomise=positive and randomised < randomisation_cases,
-                                 maps_on_file=maps_on_file)
+                                 maps_on_file=maps_on_file,
+                                 figures=Path(figures_dir) if figures_dir is not None and figured < figure_cases else None)
             for row in scored:
                 row["positive"] = positive
             result.predictions.extend(scored)
             randomised += int(positive and mask is not None and not maps_on_file)
+            figured += int(positive and mask is not None)
         except MedcamError as exc:
             result.errors.append({"case_id": case.case_id, "source": str(case.source), "error": " ".join(str(exc).split())})
         finally:
             case.release()
         if progress is not None:
-            progress(f"{case.case_id}: {time.perf_counter() - start:.1f} s")
+            progress(progress_line(done, total, case.case_id, time.perf_counter() - start, time.perf_counter() - began))
     return result
 
 
+def progress_line(done: int, total: int | None, case_id: str, seconds: float, elapsed: float) -> str:
+    """``case 3 of 20 (id): 4.1 s, about 1 min 10 s left``: the ETA from the mean time so far."""
+    line = f"case {done}{f' of {total}' if total else ''} ({case_id}): {seconds:.1f} s"
+    if total and done < total:
+        left = round(elapsed / done * (total - done))
+        line += f", about {f'{left // 60} min ' if left >= 60 else ''}{left % 60} s left"
+    return line
+
+
+def _case_figure(figures: Path, case: Study, heatmap, mask, *, method: str, target_name: str, probability: float,
+                 window: tuple[float, float] | None = None) -> None:
+    """One figure of a scored case: the source through the map's peak, the map, the mask's contour;
+    the source in ``window`` (default: its DICOM window, else its modality's, else percentiles)."""
+    from medcam.export.figures import map_label, write_figure
+    from medcam.export.overlay import source_window
+
+    figures.mkdir(parents=True, exist_ok=True)
+    series = case.series
+    window = window or source_window(series.datasets if series is not None else (), case.volume.array, modality=case.modality)
+    write_figure(case.volume, heatmap, figures / f"{case.case_id}_{method}.png", window=window, overwrite=True,
+                 title=f"{case.case_id}: {method} map of '{target_name}' (p={probability:.3f}), lesion mask in green",
+                 label=map_label(method, target_name, heatmap.array), mask=mask)
+
+
 def _score_case(case: Study, model, methods, mask, result: EvaluationResult, *, target, layer, tolerance_mm,
-                energy_tolerance_mm, steps, baseline, randomise, maps_on_file) -> list[dict]:
-    """Predictions of one case per method; localisation rows (into ``result``) when ``mask``."""
+                energy_tolerance_mm, steps, baseline, randomise, maps_on_file, figures: Path | None) -> list[dict]:
+    """Predictions of one case per method; localisation rows (into ``result``) and, with
+    ``figures``, a figure per method when ``mask``."""
     predictions = []
     if maps_on_file:
         heatmap, sidecar = _map_on_file(case)
@@ -206,8 +241,11 @@ def _score_case(case: Study, model, methods, mask, result: EvaluationResult, *, 
             result.rows.append({"case_id": case.case_id, "method": method, "probability": round(probability, 5),
                                 **{k: (int(v) if isinstance(v, bool) else round(float(v), 5)) for k, v in asdict(scores).items()},
                                 "deletion_auc": float("nan"), "insertion_auc": float("nan")})
+            if figures is not None:
+                _case_figure(figures, case, heatmap, mask, method=method, probability=probability,
+                             target_name=str(sidecar.get("target_name", "the target class")))
         return predictions
-    model_input = model.prepare(case.volume)
+    model_input, window = model.prepare(case.volume), None
     for method in methods:
         explanation = explain(model, case, method=method, target=target, layer=layer, model_input=model_input)
         predictions.append({"case_id": case.case_id, "method": method, "probability": explanation.probability})
@@ -217,6 +255,10 @@ def _score_case(case: Study, model, methods, mask, result: EvaluationResult, *, 
                                      energy_tolerance_mm=energy_tolerance_mm)
         x = explanation.model_input.as_tensor()[None].to(model.device)
         curves = deletion_insertion(model.module, x, explanation.result.map[0], target, steps=steps, baseline=baseline)
+        if figures is not None:
+            window = window or explanation.display_window  # the model's window for a NIfTI source; once per case
+            _case_figure(figures, case, explanation.heatmap, mask, method=method, target_name=explanation.target_name,
+                         probability=explanation.probability, window=window)
         result.rows.append({
             "case_id": case.case_id, "method": method, "probability": round(explanation.probability, 5),
             **{k: (int(v) if isinstance(v, bool) else round(float(v), 5)) for k, v in asdict(scores).items()},

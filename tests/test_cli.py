@@ -236,3 +236,26 @@ def test_evaluate_a_cohort_with_negatives_errors_and_maps_on_file(tmp_path, caps
     summary = capsys.readouterr().out
     assert "Classification: ROC AUC" in summary and "2 case(s) could not be scored" in summary
     assert (out / "errors.csv").is_file() and (out / "predictions.csv").is_file()
+
+
+def test_evaluate_draws_the_mask_contour_of_the_first_positives_and_reports_case_i_of_n_with_an_eta(tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--model", str(SAMPLE / "models" / "ct3d.pt"), "--manifest", str(SAMPLE / "ct_cohort.csv"),
+                 "--methods", "cam", "--steps", "3", "--randomisation-cases", "0", "--figures", "1", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "case 1 of 3 (ct_lesion_dicom)" in printed and "s left" in printed and "case 3 of 3 (ct_normal_nifti)" in printed
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["ct_lesion_dicom_cam.png"]  # the first positive only
+    rgb = np.asarray(Image.open(out / "figures" / "ct_lesion_dicom_cam.png").convert("RGB")).astype(int)
+    lime = (rgb[..., 1] > 200) & (rgb[..., 0] < 80) & (rgb[..., 2] < 80)
+    assert lime.sum() > 20  # the lesion mask's contour
+
+
+def test_progress_lines_give_the_time_left_from_the_mean_so_far():
+    from medcam.evaluation import progress_line
+
+    assert progress_line(2, 10, "a", 4.04, 30.0) == "case 2 of 10 (a): 4.0 s, about 2 min 0 s left"
+    assert progress_line(10, 10, "b", 3.0, 30.0) == "case 10 of 10 (b): 3.0 s"
+    assert progress_line(3, None, "c", 1.0, 3.0) == "case 3 (c): 1.0 s"

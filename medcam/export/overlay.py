@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["HEAT_THRESHOLD", "MODALITY_WINDOWS", "window_to_unit", "window_to_levels", "to_levels", "source_window", "heat_to_unit", "blend", "legend_width", "legend_panel"]
+__all__ = ["HEAT_THRESHOLD", "MODALITY_WINDOWS", "window_to_unit", "window_to_levels", "to_levels", "source_window", "heat_to_unit", "blend", "LEGEND_MIN_FONT_PX", "legend_width", "legend_text", "legend_panel"]
 
 
 #: Heat (as a share of the map's maximum) below which the overlay is transparent.
@@ -103,31 +103,62 @@ def blend(gray: np.ndarray, heat: np.ndarray, *, colormap: str = "jet", opacity:
     return np.take(_blend_table(colormap, float(opacity), float(threshold)), index, axis=0)
 
 
+#: The legend's smallest text height (em) in pixels: legible on the smallest images.
+LEGEND_MIN_FONT_PX = 11.0
+
+
+def _legend_font_px(rows: int) -> float:
+    return max(LEGEND_MIN_FONT_PX, rows / 40.0)
+
+
 def legend_width(rows: int) -> int:
-    """Columns of the legend panel beside an image of ``rows`` rows."""
-    return max(96, rows // 3)
+    """Columns of the legend panel beside an image of ``rows`` rows: a text column of about 20
+    characters and the colour bar with its tick labels, in the legend's font."""
+    return max(256, round(23.5 * _legend_font_px(rows)))
+
+
+def legend_text(lines: Sequence[str], rows: int) -> list[str]:
+    """``lines`` wrapped to the legend's text column, and cut to the lines that fit in ``rows``."""
+    import textwrap
+
+    font = _legend_font_px(rows)
+    columns = max(8, int(_legend_layout(rows)["text_width"] / (0.58 * font)))
+    wrapped = [part for line in lines for part in (textwrap.wrap(line, columns, break_long_words=True) or [""])]
+    return wrapped[: max(1, int((rows - font) / (1.2 * font)))]
+
+
+def _legend_layout(rows: int) -> dict[str, float]:
+    """Pixel layout of the legend: the text column at the left, the colour bar (one em wide) and
+    its tick labels (eight em) at the right, a margin of half an em around."""
+    font, width = _legend_font_px(rows), legend_width(rows)
+    margin = 0.5 * font
+    bar_x = width - margin - 8.0 * font - font
+    return {"font": font, "width": width, "margin": margin, "bar_x": bar_x, "text_width": bar_x - 2 * margin}
 
 
 def legend_panel(rows: int, *, colormap: str, vmax: float, lines: Sequence[str] = (),
                  threshold: float = HEAT_THRESHOLD) -> np.ndarray:
-    """A (rows, :func:`legend_width`, 3) uint8 panel to put beside an overlay: ``lines`` of text
-    (up to five fit) in the upper half, then the colour bar from 0 to ``vmax`` raw map units, ticked at 0, the
-    transparency threshold and the maximum. Drawn with matplotlib's Agg renderer (no pyplot)."""
+    """A (rows, :func:`legend_width`, 3) uint8 panel to put beside an overlay: ``lines`` of text at
+    the left (wrapped by :func:`legend_text`, at least :data:`LEGEND_MIN_FONT_PX` pixels high), and at
+    the right the colour bar from 0 to ``vmax`` raw map units over the panel's height, ticked at 0,
+    the transparency threshold and the maximum. Drawn with matplotlib's Agg renderer (no pyplot)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    width, dpi = legend_width(rows), 100.0
+    layout, dpi = _legend_layout(rows), 100.0
+    width, font, margin = layout["width"], layout["font"], layout["margin"]
+    points = font * 72.0 / dpi
     figure = Figure(figsize=(width / dpi, rows / dpi), dpi=dpi, facecolor="black")
     canvas = FigureCanvasAgg(figure)
-    points = max(4.5, rows / 36.0)  # about 1/26 of the height a line
-    figure.text(0.06, 0.985, "\n".join(lines), color="white", fontsize=points, va="top", ha="left", linespacing=1.05,
-                family="DejaVu Sans")
-    bar = figure.add_axes((0.08, 0.04, 0.14, 0.4))
+    figure.text(margin / width, 1.0 - margin / rows, "\n".join(legend_text(lines, rows)), color="white", fontsize=points,
+                va="top", ha="left", linespacing=1.2, family="DejaVu Sans")
+    bar_bottom = (margin + 0.5 * font) / rows  # room for the lowest tick label's lower half
+    bar = figure.add_axes((layout["bar_x"] / width, bar_bottom, font / width, 1.0 - 2 * bar_bottom))
     bar.imshow(np.linspace(1.0, 0.0, 256)[:, None], cmap=colormap, aspect="auto", extent=(0.0, 1.0, 0.0, max(vmax, 1e-12)))
     bar.set_xticks([])
     bar.yaxis.tick_right()
-    bar.set_yticks([0.0, threshold * vmax, vmax], ["0", f"{threshold * vmax:.3g} ({threshold:.0%})", f"{vmax:.3g} (max)"])
-    bar.tick_params(colors="white", labelsize=points, length=2)
+    bar.set_yticks([0.0, threshold * vmax, vmax], ["0", f"{threshold * vmax:.3g} ({threshold:.0%})", f"{vmax:.3g} max"])
+    bar.tick_params(colors="white", labelsize=points, length=0.3 * font, pad=0.2 * font)
     for spine in bar.spines.values():
         spine.set_color("white")
     canvas.draw()

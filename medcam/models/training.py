@@ -718,7 +718,7 @@ def train_synthetic_task(
     first = train_classifier(
         crops, val, model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
         out=stage_one, epochs=crop_epochs, batch_size=batch_size, lr=lr, seed=seed, select_by="auc",
-        localisation_weight=localisation_weight, localisation_warmup=int(recipe["localisation_warmup"]),
+        localisation_weight=localisation_weight, localisation_warmup=min(int(recipe["localisation_warmup"]), max(crop_epochs - 1, 0)),
         batch_norm_samples=int(recipe["batch_norm_samples"]) or None, modalities=modalities, progress=progress, log=log,
     )
     from medcam.models.checkpoint import load_checkpoint

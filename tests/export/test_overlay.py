@@ -3,7 +3,17 @@
 import numpy as np
 import pytest
 
-from medcam.export.overlay import _lut, blend, legend_panel, legend_width, to_levels, window_to_levels, window_to_unit
+from medcam.export.overlay import (
+    LEGEND_MIN_FONT_PX,
+    _lut,
+    blend,
+    legend_panel,
+    legend_text,
+    legend_width,
+    to_levels,
+    window_to_levels,
+    window_to_unit,
+)
 
 
 def _float_blend(gray, heat, colormap, opacity, threshold):
@@ -44,10 +54,42 @@ def test_the_legend_panel_is_drawn_to_size_with_its_text_and_colour_bar(rows):
     panel = legend_panel(rows, colormap="jet", vmax=437.0, lines=["medcam cam", "map of 'lesion'", "p = 0.529"])
     assert panel.shape == (rows, legend_width(rows), 3) and panel.dtype == np.uint8
     top = slice(0, rows // 5)
-    assert not blank[top].any() and (panel[top] > 200).all(axis=-1).sum() > 20  # white text at the top
+    text = slice(0, legend_width(rows) // 2)
+    assert not blank[top, text].any() and (panel[top, text] > 200).all(axis=-1).sum() > 20  # white text at the top left
     # the colour bar holds the colour map's ends: red (the maximum) above blue (zero)
     red = np.argwhere((panel[..., 0] > 100) & (panel[..., 1] < 40) & (panel[..., 2] < 40))
     blue = np.argwhere((panel[..., 2] > 100) & (panel[..., 0] < 40) & (panel[..., 1] < 40))
     assert len(red) and len(blue) and red[:, 0].mean() < blue[:, 0].mean()
     # the tick labels in raw units: the maximum's label makes the panel differ from another maximum's
     assert not np.array_equal(panel, legend_panel(rows, colormap="jet", vmax=0.017, lines=["medcam cam", "map of 'lesion'", "p = 0.529"]))
+
+
+def _ink_bands(mask_rows: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of consecutive rows holding ink: (first row, height)."""
+    bands, start = [], None
+    for row, ink in enumerate(list(mask_rows) + [False]):
+        if ink and start is None:
+            start = row
+        elif not ink and start is not None:
+            bands.append((start, row - start))
+            start = None
+    return bands
+
+
+@pytest.mark.parametrize("rows", [96, 512])
+def test_the_legend_text_is_legible_on_small_images_and_every_line_is_drawn(rows):
+    lines = ["medcam gradcam++", "'lesion' p=0.237", "predicted 'no lesion'", "raw map units", "not for diagnosis"]
+    assert legend_text(lines, rows) == lines  # nothing wrapped away or cut on a 96-row slice
+    panel = legend_panel(rows, colormap="jet", vmax=0.00342 / 0.2, lines=lines)
+    white = (panel > 60).all(axis=-1)  # ink, anti-aliased edges included
+    # the text column (left of the bar) holds five lines, each at least 8 pixels from ascender to
+    # descender (an 11-pixel font); nothing else is white there
+    text_columns = white[:, : int(0.45 * panel.shape[1])]
+    bands = _ink_bands(text_columns.any(axis=1))
+    assert len(bands) == len(lines), bands
+    assert min(height for _, height in bands) >= 0.7 * max(LEGEND_MIN_FONT_PX, rows / 40)
+    # the longest tick label ("0.00342 (20%)") ends inside the panel: its last column is not inked
+    assert not white[:, -2:].any()
+    # long class names wrap rather than run under the colour bar
+    wrapped = legend_text(["'a very long class name indeed' p=0.5"], rows)
+    assert len(wrapped) >= 2 and " ".join(wrapped) == "'a very long class name indeed' p=0.5"
