@@ -19,7 +19,7 @@ import torch
 
 from medcam.backproject import to_source_grid
 from medcam.cam import CamMethod, CamResult, create_extractor
-from medcam.errors import GeometryError
+from medcam.errors import GeometryError, InputTypeError
 from medcam.geometry import Volume, ras_to_lps
 from medcam.io.dicom import DicomSeries
 from medcam.models.explainable import ExplainableModel, from_checkpoint
@@ -152,7 +152,7 @@ def as_model(model) -> ExplainableModel:
 
     if isinstance(model, Checkpoint):
         return from_checkpoint(model)
-    raise TypeError(
+    raise InputTypeError(
         f"explain() takes an ExplainableModel (medcam.load_model, medcam.from_module), a Checkpoint or a path, "
         f"found {type(model).__name__}; wrap an nn.Module with medcam.from_module(module, transform, class_names)"
     )
@@ -168,7 +168,7 @@ def as_study(study) -> Study:
         return Study.from_series(study)
     if isinstance(study, Volume):
         return Study.from_volume(study)
-    raise TypeError(f"explain() takes a Study, a path, a DicomSeries or a Volume, found {type(study).__name__}")
+    raise InputTypeError(f"explain() takes a Study, a path, a DicomSeries or a Volume, found {type(study).__name__}")
 
 
 def explain(

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from nibabel.orientations import aff2axcodes
 
-from medcam.errors import GeometryError
+from medcam.errors import ConfigError, GeometryError
 
 __all__ = [
     "RAS_FROM_LPS",
@@ -448,7 +448,7 @@ def resample_to(volume: Volume, target: ImageGeometry, *, order: int = 1, fill: 
         On ``target``.
     """
     if order not in (0, 1):
-        raise ValueError(f"resample_to: order must be 0 (nearest) or 1 (linear), found {order!r}")
+        raise ConfigError(f"resample_to: order must be 0 (nearest) or 1 (linear), found {order!r}")
     from scipy.ndimage import map_coordinates
 
     source = volume.geometry

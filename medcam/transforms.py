@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from medcam.errors import CheckpointError, GeometryError
+from medcam.errors import CheckpointError, ConfigError, GeometryError
 from medcam.geometry import ImageGeometry, Volume, orthogonal_axes
 
 __all__ = ["PreprocessConfig", "build_transform", "to_meta_tensor", "preprocess", "run_transform", "model_geometry"]
@@ -82,7 +82,7 @@ class PreprocessConfig:
         if self.size_mode not in _SIZE_MODES:
             problems.append(f"size_mode must be one of {_SIZE_MODES}, found {self.size_mode!r}")
         if problems:
-            raise ValueError("PreprocessConfig: " + "; ".join(problems))
+            raise ConfigError("PreprocessConfig: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,8 +117,8 @@ def build_transform(config: PreprocessConfig):
         Compose,
         Lambdad,
         Orientationd,
-        ResizeWithPadOrCropd,
         Resized,
+        ResizeWithPadOrCropd,
         ScaleIntensityRanged,
         ScaleIntensityRangePercentilesd,
         Spacingd,

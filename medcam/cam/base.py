@@ -12,13 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medcam.errors import MedcamError
+from medcam.errors import CamError
 
 __all__ = ["CamError", "CamResult", "CamExtractor", "resolve_layer", "resolve_targets", "upsample", "weighted_sum"]
-
-
-class CamError(MedcamError, ValueError):
-    """A CAM request that cannot be served: unknown method or layer, bad targets, wrong model."""
 
 
 @dataclass(frozen=True, eq=False)

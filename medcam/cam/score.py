@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from medcam.cam.base import CamExtractor, upsample
+from medcam.errors import CamError
 
 __all__ = ["ScoreCAM"]
 
@@ -32,7 +33,7 @@ class ScoreCAM(CamExtractor):
     def __init__(self, model: nn.Module, layer: str, *, batch_size: int = 8) -> None:
         super().__init__(model, layer)
         if batch_size < 1:
-            raise ValueError(f"ScoreCAM: batch_size must be at least 1, found {batch_size}")
+            raise CamError(f"ScoreCAM: batch_size must be at least 1, found {batch_size}")
         self.batch_size = int(batch_size)
 
     @torch.no_grad()

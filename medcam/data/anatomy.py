@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medcam.errors import MedcamError
+from medcam.errors import ConfigError, MedcamError
 from medcam.geometry import ImageGeometry, Volume
 
 __all__ = ["AnatomyLesion", "AnatomyCase", "brain_mr_case", "template"]
@@ -188,7 +188,7 @@ def brain_mr_case(
     if mask_grid == "template" and lesions:
         mask_volume = _mask_on_template_grid(lesions)
     elif mask_grid not in ("scanner", "template"):
-        raise ValueError(f"mask_grid must be 'scanner' or 'template', found {mask_grid!r}")
+        raise ConfigError(f"mask_grid must be 'scanner' or 'template', found {mask_grid!r}")
     return AnatomyCase(Volume(image, geometry), mask_volume, tuple(lesions), acquisition)
 
 

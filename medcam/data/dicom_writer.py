@@ -21,14 +21,15 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import (
-    CTImageStorage,
     ComputedRadiographyImageStorage,
+    CTImageStorage,
     MRImageStorage,
     RLELossless,
     generate_uid,
 )
 from pydicom.valuerep import format_number_as_ds
 
+from medcam.errors import ConfigError
 from medcam.geometry import Volume
 from medcam.io.dicom_meta import set_file_meta
 
@@ -207,7 +208,7 @@ def write_dicom_series(
         The files written.
     """
     if modality not in ("CT", "MR"):
-        raise ValueError(f"write_dicom_series: modality must be 'CT' or 'MR', found {modality!r}")
+        raise ConfigError(f"write_dicom_series: modality must be 'CT' or 'MR', found {modality!r}")
     study = study or StudyInfo()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -271,7 +272,10 @@ def _signed_tilt_deg(affine_lps: np.ndarray) -> float:
 
 
 def _write_multiframe(datasets: list[Dataset], folder: Path, modality: str, study: StudyInfo, series_number: int) -> Path:
-    from highdicom.legacy import LegacyConvertedEnhancedCTImage, LegacyConvertedEnhancedMRImage
+    from highdicom.legacy import (
+        LegacyConvertedEnhancedCTImage,
+        LegacyConvertedEnhancedMRImage,
+    )
 
     cls = LegacyConvertedEnhancedCTImage if modality == "CT" else LegacyConvertedEnhancedMRImage
     # the converter sorts frames itself; give it the datasets in a scrambled order to prove
@@ -306,7 +310,7 @@ def write_dicom_image(
     MONOCHROME1, as many radiography devices do.
     """
     if volume.shape[2] != 1:
-        raise ValueError(f"write_dicom_image: expected a one-slice volume, found shape {volume.shape}")
+        raise ConfigError(f"write_dicom_image: expected a one-slice volume, found shape {volume.shape}")
     study = study or StudyInfo()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from medcam.data.phantoms import (
     make_study,
     radiograph_geometry,
 )
+from medcam.errors import ConfigError
 
 __all__ = ["SyntheticTask", "TASKS", "get_task"]
 
@@ -99,4 +100,4 @@ def get_task(name: str) -> SyntheticTask:
     try:
         return TASKS[name]
     except KeyError:
-        raise ValueError(f"unknown synthetic task {name!r}; choose one of {sorted(TASKS)}") from None
+        raise ConfigError(f"unknown synthetic task {name!r}; choose one of {sorted(TASKS)}") from None

@@ -8,6 +8,8 @@ import struct
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
+from medcam.errors import ExportError
+
 __all__ = ["file_meta", "set_file_meta", "long_element_header"]
 
 
@@ -30,5 +32,5 @@ def long_element_header(tag: int, vr: str, length: int) -> bytes:
     """The Explicit VR Little Endian header of an element whose VR has a 4-byte length field
     (OB, OF, OW, ...): tag, VR, two reserved bytes, length. ``length`` must be even."""
     if length % 2:
-        raise ValueError(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}): odd value length {length}")
+        raise ExportError(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}): odd value length {length}")
     return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr.encode("ascii"), 0, length)

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 from monai.data.image_reader import ImageReader
 
+from medcam.errors import ImageReadError
 from medcam.geometry import Volume
 from medcam.io.nifti import NIFTI_SUFFIXES
 
@@ -64,6 +65,6 @@ class MedcamReader(ImageReader):
         if len(arrays) == 1:
             return arrays[0], metas[0]
         if any(a.shape != arrays[0].shape for a in arrays):
-            raise ValueError(f"MedcamReader: images of different shapes {[a.shape for a in arrays]} cannot be stacked")
+            raise ImageReadError(f"MedcamReader: images of different shapes {[a.shape for a in arrays]} cannot be stacked")
         meta = dict(metas[0], original_channel_dim=0)
         return np.stack(arrays, axis=0), meta

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.stats import rankdata
 
+from medcam.errors import MetricError
+
 __all__ = ["roc_auc", "ClassificationMetrics", "classification_metrics"]
 
 
@@ -23,7 +25,7 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     scores = np.asarray(scores, dtype=float).ravel()
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"roc_auc needs both classes, found {n_pos} positives and {n_neg} negatives")
+        raise MetricError(f"roc_auc needs both classes, found {n_pos} positives and {n_neg} negatives")
     ranks = rankdata(scores)
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 

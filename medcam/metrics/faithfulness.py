@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from medcam.errors import ConfigError, MetricError
+
 __all__ = ["Curves", "baseline_image", "deletion_insertion"]
 
 
@@ -24,7 +26,7 @@ def baseline_image(x: torch.Tensor, kind: str = "blur", *, sigma_voxels: float =
     if kind == "constant":
         return torch.full_like(x, value)
     if kind != "blur":
-        raise ValueError(f"baseline must be 'blur' or 'constant', found {kind!r}")
+        raise ConfigError(f"baseline must be 'blur' or 'constant', found {kind!r}")
     from scipy.ndimage import gaussian_filter
 
     array = x.detach().cpu().numpy()
@@ -60,7 +62,7 @@ def deletion_insertion(
 ) -> Curves:
     """Deletion and insertion curves of one input ``x`` (1, C, *S) for ``cam_map`` (*S)."""
     if x.shape[0] != 1 or tuple(cam_map.shape) != tuple(x.shape[2:]):
-        raise ValueError(f"expected x (1, C, *S) and a map (*S), found {tuple(x.shape)} and {tuple(cam_map.shape)}")
+        raise MetricError(f"expected x (1, C, *S) and a map (*S), found {tuple(x.shape)} and {tuple(cam_map.shape)}")
     was_training = model.training
     model.eval()
     try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medcam.errors import GeometryError
+from medcam.errors import GeometryError, MetricError
 from medcam.geometry import Volume
 
 __all__ = [
@@ -31,7 +31,7 @@ def _check(heatmap: Volume, mask: Volume) -> np.ndarray:
         raise GeometryError(f"heatmap {heatmap.geometry} and mask {mask.geometry} are not on the same grid")
     region = np.asarray(mask.array) > 0
     if not region.any():
-        raise ValueError("the lesion mask is empty: localisation needs a lesion-positive case")
+        raise MetricError("the lesion mask is empty: localisation needs a lesion-positive case")
     return region
 
 

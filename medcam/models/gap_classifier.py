@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from medcam.errors import CheckpointError
+from medcam.errors import CheckpointError, ConfigError
 
 __all__ = ["ClassifierConfig", "FineHeadFeatures", "GapClassifier"]
 
@@ -73,7 +73,7 @@ class ClassifierConfig:
         if self.fine_head < 0 or (self.fine_head and not any(self.pool_after)):
             problems.append(f"fine_head {self.fine_head} must be 0, or positive with at least one pooling in pool_after")
         if problems:
-            raise ValueError("ClassifierConfig: " + "; ".join(problems))
+            raise ConfigError("ClassifierConfig: " + "; ".join(problems))
 
     @property
     def stride(self) -> int:

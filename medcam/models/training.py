@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medcam.errors import MedcamError, MedcamWarning
+from medcam.errors import MedcamError, MedcamWarning, TrainingError
 from medcam.metrics.classification import ClassificationMetrics, classification_metrics
 from medcam.models.checkpoint import save_checkpoint
 from medcam.models.checks import validation_localisation
@@ -43,10 +43,6 @@ __all__ = [
     "train_manifest",
     "train_synthetic_task",
 ]
-
-
-class TrainingError(MedcamError, ValueError):
-    """Training input that cannot be used (bad manifest row, empty split...)."""
 
 
 #: Preprocessing, architecture and class names the bundled models use for each synthetic task.
@@ -208,10 +204,9 @@ def load_manifest_data(
     its row.
     """
     from medcam.geometry import Volume, resample_to
+    from medcam.io.tables import read_table, table_path
     from medcam.study import read_study
     from medcam.transforms import model_geometry
-
-    from medcam.io.tables import read_table, table_path
 
     manifest = Path(manifest)
     try:

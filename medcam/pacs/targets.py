@@ -21,13 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from medcam.errors import MedcamError
+from medcam.errors import PacsError
 
 __all__ = ["PacsError", "Target", "parse_target", "is_dicomweb_url", "dicomweb_session"]
-
-
-class PacsError(MedcamError, RuntimeError):
-    """A PACS that cannot be reached, refuses us, or does not hold what was asked for."""
 
 
 @dataclass(frozen=True)
