@@ -11,6 +11,7 @@ fails is recorded with its error and the run goes on.
 from __future__ import annotations
 
 import csv
+import logging
 import time
 from concurrent.futures import Executor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -26,6 +27,8 @@ from medcam.models.explainable import ExplainableModel
 from medcam.study import Study, safe_case_id
 
 __all__ = ["MANIFEST_COLUMNS", "find_cases", "cases_from_csv", "manifest_name", "run_cohort", "shard", "CohortSummary"]
+
+logger = logging.getLogger(__name__)
 
 MANIFEST_COLUMNS = (
     "case_id", "source", "series_uid", "modality", "prediction", "mapped_class", "probability", "peak_lps_mm",
@@ -216,7 +219,7 @@ def run_cohort(
     deterministic_uids: bool = False,
     input_roots: Sequence[str | Path] = (),
     progress: bool = False,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
     layer: str | None = None,
     fc_layer: str | None = None,
     allow_modality_mismatch: bool = False,
@@ -253,6 +256,7 @@ def run_cohort(
     manifest's ``sent`` column says "sent to ..." or "written, not sent: <reason>", and a re-run
     sends only what the destination has not acknowledged (cases already done included).
     """
+    log = log or logger.info  # the caller's logging configuration decides what shows
     from tqdm.auto import tqdm
 
     from medcam.cam import CamMethod

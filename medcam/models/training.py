@@ -7,6 +7,8 @@ so an interrupted run leaves the previous best checkpoint, never a half-written 
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -43,6 +45,8 @@ __all__ = [
     "train_manifest",
     "train_synthetic_task",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 #: Preprocessing, architecture and class names the bundled models use for each synthetic task.
@@ -452,6 +456,17 @@ def _validate(model: nn.Module, val: TrainingData) -> tuple[ClassificationMetric
     return metrics, val_loss, validation_localisation(model, val.images, val.labels, val.masks)
 
 
+def _keeps_the_global_rng(function: Callable) -> Callable:
+    """Run ``function`` on a fork of torch's global random state: it may seed it (initial weights,
+    dropout) and the caller's random stream is as it was afterwards."""
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with torch.random.fork_rng():
+            return function(*args, **kwargs)
+    return wrapper
+
+
+@_keeps_the_global_rng
 def train_classifier(
     train: TrainingData,
     val: TrainingData,
@@ -473,7 +488,7 @@ def train_classifier(
     extra_summary: dict[str, Any] | None = None,
     modalities: Sequence[str] = (),
     progress: bool = False,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> TrainingResult:
     """Train with AdamW and a one-cycle schedule; keep the best checkpoint on the validation set.
 
@@ -511,6 +526,7 @@ def train_classifier(
     tensors have no SyncBatchNorm). Only rank 0 validates, logs and writes the checkpoint; the
     other ranks return once it is written, with ``best_metrics`` None.
     """
+    log = log or logger.info  # the caller's logging configuration decides what shows
     ranks = current_ranks()
     if not ranks.main:
         log, progress = (lambda _line: None), False
@@ -521,7 +537,7 @@ def train_classifier(
         raise TrainingError("the localisation loss needs a binary task and training data with lesion masks")
     if localisation_warmup >= epochs:
         raise TrainingError(f"localisation_warmup ({localisation_warmup}) must be shorter than the {epochs} epochs")
-    torch.manual_seed(seed)  # the same initial weights on every rank
+    torch.manual_seed(seed)  # the same initial weights on every rank; the caller's state is restored on return
     generator = torch.Generator().manual_seed(seed + ranks.rank)  # the order (one process) and the flips: per rank
     model = GapClassifier(model_config)
     if initial_state is not None:
@@ -685,7 +701,7 @@ def train_synthetic_task(
     lr: float = 3e-3,
     localisation_weight: float | None = None,
     progress: bool = False,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> TrainingResult:
     """The recipe of the bundled models: lesion-centred crops first, then whole volumes.
 
@@ -696,6 +712,7 @@ def train_synthetic_task(
     ``crop_size`` defaults to half the model input per axis; ``crop_epochs``, ``epochs`` and
     ``localisation_weight`` to the task's :data:`TASK_RECIPES` entry.
     """
+    log = log or logger.info  # the caller's logging configuration decides what shows
     preprocess_config, model_config, class_names = TASK_DEFAULTS[task_name]
     recipe = TASK_RECIPES[task_name]
     crop_epochs = int(recipe["crop_epochs"] if crop_epochs is None else crop_epochs)
@@ -765,7 +782,7 @@ def train_manifest(
     localisation_weight: float | None = None,
     modalities: Sequence[str] = (),
     progress: bool = False,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> TrainingResult:
     """Train on a user's cohort (:func:`load_manifest_data`), with lesion masks or labels only.
 
@@ -781,6 +798,7 @@ def train_manifest(
     large part of a 48 mm crop, and the GAP mean sees it (brain MR cohort, ``benchmarks/RESULTS.md``:
     whole-volume fine-tuning after the crops lost what they had learnt).
     """
+    log = log or logger.info  # the caller's logging configuration decides what shows
     data = load_manifest_data(manifest, preprocess_config, class_names, progress=progress)
     train, val = split_data(data, val_fraction, seed)
     num_classes = len(class_names)

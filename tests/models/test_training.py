@@ -58,6 +58,22 @@ def test_training_is_seeded(manifest, tmp_path):
     assert runs[0].history[-1]["train_loss"] == runs[1].history[-1]["train_loss"]
 
 
+def test_training_leaves_the_caller_s_random_state_and_logs_through_logging(manifest, tmp_path, caplog, capsys):
+    import logging
+
+    data = load_manifest_data(manifest, PREPROCESS, ("no lesion", "lesion"))
+    train, val = split_data(data, 0.25, seed=0)
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    with caplog.at_level(logging.INFO, logger="medcam.models.training"):
+        train_classifier(train, val, model_config=TINY, preprocess_config=PREPROCESS, class_names=("a", "b"),
+                         out=tmp_path / "m.pt", epochs=2, batch_size=2, seed=3)
+    assert torch.equal(torch.get_rng_state(), before)  # seeded inside, restored on return
+    assert capsys.readouterr().out == ""  # nothing printed by the library
+    lines = [r.getMessage() for r in caplog.records if r.name == "medcam.models.training"]
+    assert len(lines) >= 2 and "AUC" in lines[0]
+
+
 def test_interrupted_run_keeps_the_last_best_checkpoint(manifest, tmp_path):
     data = load_manifest_data(manifest, PREPROCESS, ("no lesion", "lesion"))
     train, val = split_data(data, 0.25, seed=0)
