@@ -46,6 +46,9 @@ __all__ = [
     "resample_to",
 ]
 
+#: Voxels interpolated per chunk when resampling: bounds the temporary arrays to about 100 MB.
+_CHUNK_VOXELS = 4_000_000
+
 #: Flip of x and y: takes LPS coordinates (or an LPS-valued affine, by left multiplication) to RAS.
 RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: The same flip, named for the other direction (it is its own inverse).
@@ -399,7 +402,7 @@ def _resample_separable(array: np.ndarray, shape, src_from_tgt: np.ndarray, axes
     t = axes[last]
     to_target = list(np.argsort(axes))
     out = np.empty(shape, dtype=dtype, order="F")  # i fastest: slices [:, :, k] are contiguous (DICOM frames, NIfTI)
-    step = max(1, 4_000_000 // max(1, int(np.prod(data.shape)) // max(data.shape[last], 1)))
+    step = max(1, _CHUNK_VOXELS // max(1, int(np.prod(data.shape)) // max(data.shape[last], 1)))
     begin, end = inside_run[t]  # target voxels outside the source along t are only filled, below
     for first in range(begin, end, step):
         index = [slice(None)] * 3
@@ -415,10 +418,6 @@ def _resample_separable(array: np.ndarray, shape, src_from_tgt: np.ndarray, axes
             index[axis] = part
             out[tuple(index)] = fill
     return out
-
-
-# Voxels sampled per chunk in resample_to: bounds the coordinate arrays to ~100 MB.
-_CHUNK_VOXELS = 4_000_000
 
 
 def resample_to(volume: Volume, target: ImageGeometry, *, order: int = 1, fill: float = 0.0) -> Volume:

@@ -13,9 +13,14 @@ from pydicom.uid import generate_uid
 from medcam.errors import ExportError
 
 __all__ = [
+    "SERIES_NUMBERS",
     "check_output_dir", "code_string", "completion_marker", "output_lock", "partial_path", "atomic_output", "UidFactory",
     "derived_object_identity",
 ]
+
+#: SeriesNumber of each derived series: above what scanners use, so a viewer lists the overlays
+#: after the source series, in this order.
+SERIES_NUMBERS = {"pm": 9001, "sc": 9002, "seg": 9003, "sr": 9004}
 
 
 def check_output_dir(out_dir: str | Path, inputs: list[str | Path]) -> Path:

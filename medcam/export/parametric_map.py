@@ -16,6 +16,7 @@ from pydicom.sr.coding import Code
 from medcam.errors import ExportError
 from medcam.export.frame_anatomy import set_frame_anatomy
 from medcam.export.outputs import (
+    SERIES_NUMBERS,
     UidFactory,
     atomic_output,
     code_string,
@@ -46,7 +47,7 @@ def write_parametric_map(
     path: str | Path,
     *,
     uids: UidFactory | None = None,
-    series_number: int = 9001,
+    series_number: int = SERIES_NUMBERS["pm"],
     label: str = "CAM",
     description: str = "medcam class activation map (raw)",
     overwrite: bool = False,

@@ -17,7 +17,7 @@ from pydicom.uid import SecondaryCaptureImageStorage
 
 from medcam import __version__
 from medcam.errors import ExportError
-from medcam.export.outputs import UidFactory, atomic_output
+from medcam.export.outputs import SERIES_NUMBERS, UidFactory, atomic_output
 from medcam.export.overlay import blend, legend_panel, source_window, window_to_levels
 from medcam.export.source_planes import SourcePlane, source_planes, source_reference
 from medcam.geometry import Volume
@@ -53,7 +53,7 @@ def write_secondary_capture(
     folder: str | Path,
     *,
     uids: UidFactory | None = None,
-    series_number: int = 9002,
+    series_number: int = SERIES_NUMBERS["sc"],
     description: str = "medcam CAM overlay",
     colormap: str = "jet",
     opacity: float = 0.5,

@@ -10,6 +10,7 @@ from pydicom.sr.codedict import codes
 from medcam import __version__
 from medcam.errors import ExportError
 from medcam.export.outputs import (
+    SERIES_NUMBERS,
     UidFactory,
     atomic_output,
     derived_object_identity,
@@ -34,7 +35,7 @@ def write_segmentation(
     *,
     threshold: float | str | Threshold,
     uids: UidFactory | None = None,
-    series_number: int = 9003,
+    series_number: int = SERIES_NUMBERS["seg"],
     method: str = "cam",
     overwrite: bool = False,
 ) -> Path:

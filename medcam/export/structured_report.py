@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from pydicom.sr.coding import Code
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
 from medcam import __version__
 from medcam.errors import ExportError
-from medcam.export.outputs import UidFactory, atomic_output
+from medcam.export.outputs import SERIES_NUMBERS, UidFactory, atomic_output
 
 __all__ = ["write_structured_report"]
 
@@ -37,7 +37,7 @@ def write_structured_report(
     *,
     uids: UidFactory | None = None,
     referenced_objects: Sequence[str | Path] = (),
-    series_number: int = 9004,
+    series_number: int = SERIES_NUMBERS["sr"],
     overwrite: bool = False,
 ) -> Path:
     """Write the SR of ``explanation`` (a DICOM study), referencing ``referenced_objects`` (the

@@ -19,6 +19,9 @@ __all__ = ["StackLayout", "build_stack"]
 
 _ORIENTATION_TOL = 1e-3  # direction cosines
 _SPACING_REL_TOL = 1e-3  # pixel spacing, relative
+_SAME_POSITION_MM = 1e-3  # two slices closer than this along the normal are at one position
+_STEP_TOL_MM, _STEP_TOL_REL = 0.01, 0.01  # a slice step differs from the median by more: uneven (or missing slices)
+_LINE_TOL_MM, _LINE_TOL_REL = 0.05, 0.02  # a slice position farther from the stack's line: not one straight stack
 _DEFAULT_ROW = np.array([1.0, 0.0, 0.0])
 _DEFAULT_COL = np.array([0.0, 1.0, 0.0])
 
@@ -129,7 +132,7 @@ def build_stack(planes: list[SlicePlane], name: str, *, allow_irregular: bool = 
     d = distances[order]
     positions = np.array([planes[i].position_lps for i in order])
     steps = np.diff(d)
-    duplicate = np.flatnonzero(steps < 1e-3)
+    duplicate = np.flatnonzero(steps < _SAME_POSITION_MM)
     if duplicate.size:
         a, b = planes[order[duplicate[0]]], planes[order[duplicate[0] + 1]]
         raise DicomSeriesError(
@@ -141,9 +144,9 @@ def build_stack(planes: list[SlicePlane], name: str, *, allow_irregular: bool = 
     v = (positions[-1] - positions[0]) / (d[-1] - d[0])
     predicted = positions[0] + np.outer(d - d[0], v)
     nominal = float(np.median(steps))
-    tolerance = max(0.01, 0.01 * nominal)
+    tolerance = max(_STEP_TOL_MM, _STEP_TOL_REL * nominal)
     off_line = np.linalg.norm(positions - predicted, axis=1)
-    if off_line.max() > max(0.05, 0.02 * nominal):
+    if off_line.max() > max(_LINE_TOL_MM, _LINE_TOL_REL * nominal):
         worst = int(off_line.argmax())
         raise DicomSeriesError(
             f"{name}: slice positions do not lie on one line ({planes[order[worst]].label} is "
