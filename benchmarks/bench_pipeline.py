@@ -84,7 +84,7 @@ class _PeakSampler:
         while not self._done.wait(self.interval):
             self.peak = max(self.peak, self.measure())
 
-    def __enter__(self) -> "_PeakSampler":
+    def __enter__(self) -> _PeakSampler:
         self._thread.start()
         return self
 

@@ -41,7 +41,7 @@ def held_out_scores(checkpoint: Path, n: int, seed: int) -> dict:
         probabilities.append(explanation.probability)
         diameters.append(max((lesion.diameter_mm for lesion in case.lesions), default=0.0))
         if case.label:
-            scores = localisation_scores(explanation.heatmap, case.mask, np.array([l.center_ras for l in case.lesions]))
+            scores = localisation_scores(explanation.heatmap, case.mask, np.array([lesion.center_ras for lesion in case.lesions]))
             hits.append(float(scores.hit))
             energies.append(float(scores.energy))
             distances.append(float(scores.peak_distance_mm))

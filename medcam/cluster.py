@@ -8,9 +8,9 @@ it is never taken for a result. Needs ``pip install 'dask[distributed]'``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
-from typing import Iterator
 
 from distributed import Client, LocalCluster, WorkerPlugin
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import csv
 import logging
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from medcam.errors import MedcamError
 from medcam.explanation import as_model, default_target, explain, output_name

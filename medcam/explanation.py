@@ -10,9 +10,9 @@ The one path every user of medcam takes (the CLI, the cohort runner, the evaluat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -230,6 +230,7 @@ def explain(
         result = extractor(x, target=target_index)
     heatmap = to_source_grid(result.map[0], model_input, study.volume.geometry)
     explained, probability = int(result.target[0]), float(result.probability[0])
+    predicted: int | None
     if binary:  # softmax over two classes: the other one is predicted when this one is below one half
         predicted = explained if probability >= 0.5 else 1 - explained
     else:

@@ -246,7 +246,7 @@ class ImageGeometry:
         upper = np.asarray(self.shape, dtype=float) - 0.5
         return np.all((ijk >= -0.5) & (ijk <= upper), axis=-1)
 
-    def is_close(self, other: "ImageGeometry", *, atol: float = 1e-4) -> bool:
+    def is_close(self, other: ImageGeometry, *, atol: float = 1e-4) -> bool:
         """Same shape and affines equal within ``atol`` (mm for the origin)."""
         return self.shape == other.shape and bool(np.allclose(self.affine_ras, other.affine_ras, rtol=0.0, atol=atol))
 
@@ -288,7 +288,7 @@ class Volume:
         object.__setattr__(self, "array", _readonly(array))
 
     @classmethod
-    def adopt(cls, array: np.ndarray, geometry: ImageGeometry) -> "Volume":
+    def adopt(cls, array: np.ndarray, geometry: ImageGeometry) -> Volume:
         """A Volume that takes over ``array`` without copying it (large arrays a function has just
         made and holds no other reference to); the array is made read-only in place."""
         if array.shape != geometry.shape:
@@ -300,7 +300,7 @@ class Volume:
         return volume
 
     @classmethod
-    def from_array(cls, array: np.ndarray, affine_ras: np.ndarray) -> "Volume":
+    def from_array(cls, array: np.ndarray, affine_ras: np.ndarray) -> Volume:
         """Build a Volume from an array and a voxel->RAS affine."""
         array = np.asarray(array)
         if array.ndim == 2:
@@ -366,12 +366,12 @@ def _lerp_axis_into(data: np.ndarray, axis: int, coordinate: np.ndarray, out: np
 
     n = data.shape[axis]
     source = torch.from_numpy(data)
-    low, weight = _neighbours(coordinate, n, data.ndim, axis)  # n == 1: every index 0, every weight 0
-    low = torch.from_numpy(low.astype(np.int64))
+    low_index, weights = _neighbours(coordinate, n, data.ndim, axis)  # n == 1: every index 0, every weight 0
+    low = torch.from_numpy(low_index.astype(np.int64))
     below = source.index_select(axis, low)
     if n > 1:
         above = source.index_select(axis, low + 1)
-        weight = torch.from_numpy(weight)
+        weight = torch.from_numpy(weights)
         below.mul_(1 - weight).add_(above.mul_(weight))  # as _interpolate_axis: exact at weights 0 and 1
     torch.from_numpy(out).copy_(below.permute(*to_target))
 

@@ -65,19 +65,19 @@ class Study:
     # -- constructors ----------------------------------------------------------------------
     @classmethod
     def from_volume(cls, volume: Volume, *, case_id: str = "study", mask: Volume | None = None,
-                    source: str | Path | None = None, lesion_centres_ras: np.ndarray | None = None) -> "Study":
+                    source: str | Path | None = None, lesion_centres_ras: np.ndarray | None = None) -> Study:
         """A study of a volume already in memory (no DICOM headers: no DICOM outputs).
 
         ``lesion_centres_ras`` (n, 3) gives the lesions' true centres where they are known (a
         synthetic study); otherwise they are the mask's component centroids."""
-        loaded = {"volume": volume, "series": None}
+        loaded: dict[str, object] = {"volume": volume, "series": None}
         if lesion_centres_ras is not None:
             loaded["centres"] = np.asarray(lesion_centres_ras, dtype=float).reshape(-1, 3)
         return cls(Path(source) if source is not None else None, case_id, None, mask, None, None, loaded)
 
     @classmethod
     def from_series(cls, series: DicomSeries, *, case_id: str | None = None, mask: Volume | Path | None = None,
-                    source: str | Path | None = None) -> "Study":
+                    source: str | Path | None = None) -> Study:
         """A study of a DICOM series read with :func:`medcam.io.read_dicom_series`."""
         if source is None and series.frames:
             files = {frame.path for frame in series.frames}

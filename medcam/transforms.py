@@ -88,7 +88,7 @@ class PreprocessConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PreprocessConfig":
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
         try:
             return cls(**data)
         except (TypeError, ValueError) as exc:
@@ -124,13 +124,13 @@ def build_transform(config: PreprocessConfig):
         Spacingd,
     )
 
-    steps = []
+    steps: list[Any] = []  # MONAI dictionary transforms
     if config.orientation is not None:
         labels = (("L", "R"), ("P", "A"), ("I", "S"))  # RAS world, as the MetaTensor's "space" says
         steps.append(Orientationd("image", axcodes=config.orientation[: config.spatial_dims], labels=labels))
     steps.append(Spacingd("image", pixdim=config.spacing, mode="bilinear", padding_mode="border"))
     if config.intensity == "window":
-        centre, width = config.window
+        centre, width = config.window or (0.0, 0.0)  # never empty: PreprocessConfig requires a window here
         steps.append(
             ScaleIntensityRanged("image", a_min=centre - width / 2, a_max=centre + width / 2, b_min=0.0, b_max=1.0, clip=True)
         )
@@ -220,4 +220,4 @@ def model_geometry(tensor) -> ImageGeometry:
     if len(spatial) == 2:
         spatial = (*spatial, 1)
     affine = np.asarray(tensor.affine.detach().cpu().numpy() if hasattr(tensor.affine, "detach") else tensor.affine, dtype=float)
-    return ImageGeometry(spatial, affine)
+    return ImageGeometry((int(spatial[0]), int(spatial[1]), int(spatial[2])), affine)

@@ -40,7 +40,7 @@ class ModelHandle:
     device: str = "cpu"
     payload: bytes | None = None
 
-    def light(self) -> "ModelHandle":
+    def light(self) -> ModelHandle:
         """This handle without the pickled model: for tasks sent where the model is loaded already."""
         return dataclasses.replace(self, payload=None)
 

@@ -108,5 +108,5 @@ def start_orthanc(folder: Path, *, http_port: int | None = None, dicom_port: int
         except requests.RequestException:
             if time.monotonic() > deadline:
                 server.stop()
-                raise RuntimeError(f"Orthanc did not answer on {server.url} within 60 s")
+                raise RuntimeError(f"Orthanc did not answer on {server.url} within 60 s") from None
             time.sleep(0.2)

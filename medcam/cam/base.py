@@ -5,8 +5,8 @@ context manager that hooks one layer and restores the model exactly as it found 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -149,7 +149,7 @@ class CamExtractor:
         self.model = model
         self.layer_name = layer
         self.layer = resolve_layer(model, layer)
-        self._handle = None
+        self._handle: torch.utils.hooks.RemovableHandle | None = None
         self._entered = False
         self._capturing = False
         self._activation: torch.Tensor | None = None
@@ -157,7 +157,7 @@ class CamExtractor:
     # -- hook management -----------------------------------------------------------------
     uses_hook: bool = True
 
-    def __enter__(self) -> "CamExtractor":
+    def __enter__(self) -> CamExtractor:
         if self.uses_hook:
             self._handle = self.layer.register_forward_hook(self._capture)
         self._entered = True

@@ -20,6 +20,7 @@ b_c`` must equal every logit (:func:`check_exact`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,7 +52,7 @@ def find_gap_head(model: nn.Module, x: torch.Tensor) -> GapHead:
     CamError
         No linear layer produces the logits, or no layer's output averages to its input.
     """
-    events: list[tuple[str, nn.Module, object]] = []
+    events: list[tuple[str, nn.Module, Any]] = []  # a Linear's output, a feature map's (channels, mean), or None
     linear_inputs: dict[int, torch.Tensor] = {}
 
     def record(name: str):

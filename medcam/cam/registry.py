@@ -14,7 +14,7 @@ from medcam.cam.score import ScoreCAM
 __all__ = ["CamMethod", "METHODS", "create_extractor", "default_layer"]
 
 
-class CamMethod(str, Enum):
+class CamMethod(str, Enum):  # noqa: UP042 (a StrEnum would print differently in messages)
     """The methods medcam implements; the value is the name used on the command line."""
 
     CAM = "cam"
@@ -26,7 +26,7 @@ class CamMethod(str, Enum):
     SCORECAM = "scorecam"
 
     @classmethod
-    def from_name(cls, name: "str | CamMethod") -> "CamMethod":
+    def from_name(cls, name: str | CamMethod) -> CamMethod:
         try:
             return cls(str(name.value if isinstance(name, CamMethod) else name).lower())
         except ValueError:
@@ -54,7 +54,7 @@ def default_layer(model: nn.Module) -> str:
     )
 
 
-def create_extractor(method: "str | CamMethod", model: nn.Module, layer: str | None = None, *,
+def create_extractor(method: str | CamMethod, model: nn.Module, layer: str | None = None, *,
                      fc_layer: str | None = None, **options) -> CamExtractor:
     """An extractor for ``method`` on ``model`` (use it as a context manager). ``fc_layer``
     names CAM's linear layer (default ``"classifier"``); the other methods need none."""

@@ -104,7 +104,7 @@ def _scanner_grid(rng: np.random.Generator, head_center: np.ndarray) -> tuple[Im
     affine[:3, 3] = head_center + rng.uniform(-8, 8, 3) - affine[:3, :3] @ ((shape - 1) / 2.0)
     acquisition = {"axis_order": list(order), "signs": signs.tolist(), "spacing_mm": spacing.round(3).tolist(),
                    "shape": shape.tolist()}
-    return ImageGeometry(tuple(int(n) for n in shape), affine), acquisition
+    return ImageGeometry((int(shape[0]), int(shape[1]), int(shape[2])), affine), acquisition
 
 
 def _sample(volume: Volume, world_to_template: np.ndarray, points_ras: np.ndarray, order: int = 1) -> np.ndarray:
@@ -200,7 +200,7 @@ def _mask_on_template_grid(lesions: list[AnatomyLesion]) -> Volume:
     shape = tuple(int(n) for n in np.ceil((high - low) / 1.5) + 1)
     affine = np.diag([1.5, 1.5, 1.5, 1.0])
     affine[:3, 3] = low
-    geometry = ImageGeometry(shape, affine)
+    geometry = ImageGeometry((int(shape[0]), int(shape[1]), int(shape[2])), affine)
     ijk = np.stack(np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij"), axis=-1)
     points = geometry.voxel_to_world(ijk)
     mask = np.zeros(shape, dtype=np.float32)

@@ -13,9 +13,9 @@ column directions); PixelSpacing is ``(|j axis|, |i axis|)`` = (row spacing, col
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pydicom

@@ -7,8 +7,8 @@ half the studies hold lesions; sizes and contrasts span small and faint to large
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class SyntheticTask:
     spatial_dims: int
     radius_range: tuple[float, float]
     contrast_range: tuple[float, float]
-    _draw: Callable[["SyntheticTask", np.random.Generator, int, int], SyntheticStudy]
+    _draw: Callable[[SyntheticTask, np.random.Generator, int, int], SyntheticStudy]
     positive_fraction: float = 0.5
 
     def study(self, index: int, seed: int) -> SyntheticStudy:

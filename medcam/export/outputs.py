@@ -4,9 +4,9 @@ never leave a half-written file (write to a temporary name in the same folder, t
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from pydicom.uid import generate_uid
 

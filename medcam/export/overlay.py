@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 
@@ -146,7 +146,7 @@ def legend_panel(rows: int, *, colormap: str, vmax: float, lines: Sequence[str] 
     from matplotlib.figure import Figure
 
     layout, dpi = _legend_layout(rows), 100.0
-    width, font, margin = layout["width"], layout["font"], layout["margin"]
+    width, font, margin = int(layout["width"]), layout["font"], layout["margin"]
     points = font * 72.0 / dpi
     figure = Figure(figsize=(width / dpi, rows / dpi), dpi=dpi, facecolor="black")
     canvas = FigureCanvasAgg(figure)

@@ -27,7 +27,6 @@ from medcam.export.source_planes import (
     align_frames_with_sources,
     highdicom_geometry,
     order_frames_along_normal,
-    reference_every_source,
     source_planes,
 )
 from medcam.geometry import Volume
@@ -36,8 +35,6 @@ from medcam.io.dicom_meta import long_element_header
 
 __all__ = ["write_parametric_map"]
 
-# How many of the source files highdicom itself is given (None: all; the tests compare both).
-_HIGHDICOM_SOURCES: int | None = 1
 _FLOAT_PIXEL_DATA = 0x7FE00008
 
 
@@ -77,11 +74,9 @@ def write_parametric_map(
         slope=1.0,
         intercept=0.0,
     )
-    # many single-frame files: highdicom is given the first, and every file is referenced below
-    # as highdicom references them (its own checks cost 2 ms a file)
-    sources = list(series.datasets)
+    # every source file: highdicom references them all (its checks cost about 2 ms a file)
     pm = hd.pm.ParametricMap(
-        source_images=sources[:_HIGHDICOM_SOURCES],
+        source_images=list(series.datasets),
         pixel_array=pixels,
         **derived_object_identity(uids, "pm", series_number),
         contains_recognizable_visual_features=False,
@@ -96,8 +91,6 @@ def write_parametric_map(
         content_description=description[:64],
         **highdicom_geometry(planes, heatmap),
     )
-    if len(sources) > len(pm.SourceImageSequence):
-        reference_every_source(pm, sources)
     order_frames_along_normal(pm)  # ascending: the order 3D Slicer (dcmqi) stacks them in
     set_frame_anatomy(pm, series.datasets[0])  # which dcmqi reads without checking it is there
     # the source's decimal strings exactly (highdicom formats its own) and per-frame references

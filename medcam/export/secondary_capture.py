@@ -8,8 +8,8 @@ copied as strings from its source slice, InstanceNumber in spatial order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from pydicom.dataset import Dataset

@@ -10,8 +10,8 @@ and the Parametric Map and SEG written beside it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from pydicom.sr.codedict import codes

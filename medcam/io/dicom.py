@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pydicom
@@ -16,9 +16,9 @@ from medcam.errors import DicomSeriesError, ImageReadError, MedcamWarning
 from medcam.geometry import ImageGeometry, Volume, affine_lps_to_ras
 from medcam.io.dicom_planes import SlicePlane, planes_from_dataset
 from medcam.io.dicom_scan import SeriesInfo, SeriesScan, find_series, scan_files
+from medcam.io.dicom_stack import build_stack
 from medcam.io.memory import check_volume_fits
 from medcam.io.paths import checked_input
-from medcam.io.dicom_stack import build_stack
 
 __all__ = ["DicomSeries", "SourceFrame", "read_dicom_series", "read_series_geometry"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
 from medcam.errors import ExportError
 
@@ -16,8 +16,8 @@ __all__ = ["file_meta", "set_file_meta", "long_element_header"]
 def file_meta(sop_class_uid: str, sop_instance_uid: str) -> FileMetaDataset:
     """The Part 10 file meta header of an Explicit VR Little Endian instance."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     return meta

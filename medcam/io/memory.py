@@ -4,7 +4,7 @@ can declare hundreds of GiB)."""
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from medcam.errors import ImageReadError
 

@@ -13,8 +13,10 @@ down a column, ``k`` through slices), its affine voxel -> RAS millimetres (``spa
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from monai.data.image_reader import ImageReader
@@ -39,18 +41,18 @@ class MedcamReader(ImageReader):
         super().__init__()
         self.series_uid = series_uid
 
-    def verify_suffix(self, filename: Sequence[str | Path] | str | Path) -> bool:
-        names = [filename] if isinstance(filename, (str, Path)) else list(filename)
+    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
+        names = [filename] if isinstance(filename, (str, os.PathLike)) else list(filename)
         return all(
             Path(name).is_dir() or str(name).lower().endswith((*NIFTI_SUFFIXES, ".dcm")) or "." not in Path(name).name
             for name in names
         )
 
-    def read(self, data: Sequence[str | Path] | str | Path, **kwargs: Any) -> list[tuple[Volume, str]]:
+    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> list[tuple[Volume, str]]:
         from medcam.study import read_study
 
-        paths = [data] if isinstance(data, (str, Path)) else list(data)
-        return [(read_study(path, series_uid=self.series_uid).volume, str(path)) for path in paths]
+        paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+        return [(read_study(Path(path), series_uid=self.series_uid).volume, str(path)) for path in paths]
 
     def get_data(self, img) -> tuple[np.ndarray, dict]:
         images = img if isinstance(img, list) else [img]

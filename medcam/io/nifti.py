@@ -35,7 +35,7 @@ def read_nifti(path: str | Path) -> Volume:
     if not path.is_file():
         raise ImageReadError(f"{path}: a folder, not a NIfTI file")
     try:
-        image = nib.load(str(path))
+        image: nib.Nifti1Image = nib.load(str(path))  # type: ignore[assignment]  # a NIfTI-1 or -2 image
         if np.issubdtype(image.get_data_dtype(), np.complexfloating):
             raise ImageReadError(f"{path}: complex voxels ({image.get_data_dtype()}); expected real values (take the magnitude first)")
         _check_declared_size(image, path)

@@ -21,8 +21,9 @@ from __future__ import annotations
 import copy
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 

@@ -7,9 +7,9 @@ The library only reads the process group; the caller starts it (``medcam train``
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch.distributed as dist
 

@@ -58,7 +58,7 @@ class ClassifierConfig:
         object.__setattr__(self, "convs_per_stage", tuple(int(c) for c in self.convs_per_stage))
         if self.pool_after is None:
             object.__setattr__(self, "pool_after", tuple(s < len(self.channels) - 1 for s in range(len(self.channels))))
-        object.__setattr__(self, "pool_after", tuple(bool(p) for p in self.pool_after))
+        object.__setattr__(self, "pool_after", tuple(bool(p) for p in self.pool_after))  # type: ignore[union-attr]
         problems = []
         if self.spatial_dims not in (2, 3):
             problems.append(f"spatial_dims must be 2 or 3, found {self.spatial_dims}")
@@ -66,11 +66,11 @@ class ClassifierConfig:
             problems.append(f"num_classes must be at least 2, found {self.num_classes}")
         if not self.channels or len(self.channels) != len(self.convs_per_stage):
             problems.append(f"channels {self.channels} and convs_per_stage {self.convs_per_stage} must have one entry per stage")
-        if len(self.pool_after) != len(self.channels):
+        if len(self.pools) != len(self.channels):
             problems.append(f"pool_after {self.pool_after} needs one entry per stage")
         if any(c < 1 for c in (*self.channels, *self.convs_per_stage, self.in_channels, self.stem_stride)):
             problems.append("channel counts and convolutions per stage must be positive")
-        if self.fine_head < 0 or (self.fine_head and not any(self.pool_after)):
+        if self.fine_head < 0 or (self.fine_head and not any(self.pools)):
             problems.append(f"fine_head {self.fine_head} must be 0, or positive with at least one pooling in pool_after")
         if problems:
             raise ConfigError("ClassifierConfig: " + "; ".join(problems))
@@ -78,7 +78,12 @@ class ClassifierConfig:
     @property
     def stride(self) -> int:
         """Ratio of input size to feature-map size."""
-        return self.stem_stride * 2 ** (sum(self.pool_after) - (1 if self.fine_head else 0))
+        return self.stem_stride * 2 ** (sum(self.pools) - (1 if self.fine_head else 0))
+
+    @property
+    def pools(self) -> tuple[bool, ...]:
+        """``pool_after`` as filled in: whether each stage is followed by a 2x pooling."""
+        return self.pool_after or ()
 
     @property
     def feature_channels(self) -> int:
@@ -89,7 +94,7 @@ class ClassifierConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ClassifierConfig":
+    def from_dict(cls, data: dict) -> ClassifierConfig:
         try:
             return cls(**data)
         except (TypeError, ValueError) as exc:
@@ -152,7 +157,7 @@ class GapClassifier(nn.Module):
             for _ in range(n_convs):
                 layers += [conv(width, channels, 3, padding=1, bias=False), norm(channels), nn.ReLU(inplace=True)]
                 width = channels
-            if config.pool_after[stage]:
+            if config.pools[stage]:
                 skip_width, last_pool = width, len(layers)
                 layers.append(pool(2))
         if config.fine_head:
@@ -178,4 +183,4 @@ class GapClassifier(nn.Module):
 
 
 # TorchScript compiles only forward and what it calls unless told; export the feature path too.
-GapClassifier.forward_with_features = torch.jit.export(GapClassifier.forward_with_features)
+GapClassifier.forward_with_features = torch.jit.export(GapClassifier.forward_with_features)  # type: ignore[method-assign]

@@ -11,9 +11,10 @@ import functools
 import logging
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,7 +92,7 @@ class TrainingData:
     def __len__(self) -> int:
         return int(self.labels.numel())
 
-    def subset(self, index: Sequence[int] | np.ndarray) -> "TrainingData":
+    def subset(self, index: Sequence[int] | np.ndarray) -> TrainingData:
         index = torch.as_tensor(np.asarray(index, dtype=np.int64))
         masks = None if self.masks is None else self.masks[index]
         return TrainingData(self.images[index], self.labels[index], dict(self.summary), masks)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import pydicom
 
@@ -15,8 +15,8 @@ def c_store(target: Target, datasets: Sequence[pydicom.Dataset], acknowledge: Ca
             calling_aet: str = "MEDCAM", timeout: float = 30.0) -> None:
     """Store ``datasets`` on ``target`` over one association; each stored instance is acknowledged.
     Raises PacsError when the association fails or the SCP refuses an instance (its status named)."""
-    from pynetdicom import AE
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pynetdicom import AE
 
     ae = AE(ae_title=check_calling_aet(calling_aet))
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
@@ -30,7 +30,7 @@ def c_store(target: Target, datasets: Sequence[pydicom.Dataset], acknowledge: Ca
     where = f"{target}"
     assoc = ae.associate(target.host, target.port, ae_title=target.called_aet)
     if not assoc.is_established:
-        refused = [context.abstract_syntax.name for context in assoc.rejected_contexts]
+        refused = [getattr(context.abstract_syntax, "name", str(context.abstract_syntax)) for context in assoc.rejected_contexts]
         if refused and not assoc.accepted_contexts:
             raise PacsError(f"{where}: the server does not accept {', '.join(refused)} objects (no presentation context)")
         state = "rejected the association" if assoc.is_rejected else "cannot be reached (no association)"

@@ -5,9 +5,9 @@ set that was never completely written is never sent."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import pydicom
 

@@ -4,8 +4,8 @@ image series, so the readers see what they would see on disk."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from medcam.pacs.targets import PacsError, _refuse_inline_credentials, dicomweb_session, http_reason
 
