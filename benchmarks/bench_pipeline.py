@@ -3,9 +3,10 @@
     python benchmarks/bench_pipeline.py                    # 512 x 512 x 200, bundled 3D model
     python benchmarks/bench_pipeline.py --size 256 256 100 # quicker
 
-Stages timed: read the DICOM series (medcam), preprocess, inference + CAM, back-sampling onto
-the 512 x 512 x 200 grid, and writing NIfTI (ISA-L gzip level 1), the Parametric Map and the
-Secondary Capture series one after another, as ``write_case_outputs`` does. The I/O floor is
+Stages timed, each a call of the product: reading the DICOM series (``read_study``), ``explain``
+(preprocess, inference + CAM, back-sampling onto the 512 x 512 x 200 grid) and ``Explanation.save``
+(NIfTI with ISA-L gzip level 1, the Parametric Map and the Secondary Capture series, one after
+another, as ``write_case_outputs`` writes them). The I/O floor is
 pydicom reading every source file and decoding its pixels, plus plain writes of as many bytes as
 the outputs hold (into the page cache, as the pipeline's own writes; the median of three),
 measured after each pipeline run. Every run and every floor write starts after an (untimed)
@@ -115,39 +116,26 @@ class _StageClock:
         self._marks = (wall, cpu)
 
 
-def run_case(folder: Path, out: Path, checkpoint, nifti_name: str = "cam.nii.gz") -> dict:
-    """One case through every stage; the writers one after another, as ``write_case_outputs``
-    writes them."""
-    from medcam.backproject import to_source_grid
-    from medcam.cam import create_extractor
-    from medcam.export.nifti import write_heatmap_nifti
-    from medcam.export.parametric_map import write_parametric_map
-    from medcam.export.secondary_capture import write_secondary_capture
-    from medcam.io import read_dicom_series
-    from medcam.transforms import preprocess
-
-    def timed(function, *args, **kwargs):
-        t = time.perf_counter()
-        function(*args, **kwargs)
-        return time.perf_counter() - t
+def run_case(folder: Path, out: Path, model, nifti: str = "nifti") -> dict:
+    """One case through the product: ``read_study`` (the series read at once), ``explain`` (preprocess,
+    inference + CAM, back-sampling onto the source grid) and ``Explanation.save`` (the outputs
+    one after another, ``write_case_outputs``); ``nifti`` is "nifti" (.nii.gz) or "nii"."""
+    from medcam.explanation import explain
+    from medcam.study import read_study
 
     clock = _StageClock()
-    series = read_dicom_series(folder)
-    clock.lap("read")
-    model_input = preprocess(series.volume, checkpoint.preprocess_config)
-    clock.lap("preprocess")
-    with create_extractor("cam", checkpoint.model) as extractor:
-        result = extractor(model_input.as_tensor()[None], target=1)
-    clock.lap("inference + CAM")
-    heatmap = to_source_grid(result.map[0], model_input, series.volume.geometry)
-    clock.lap("back-sampling")
+    study = read_study(folder)
+    series = study.series  # reads every file: headers, order, geometry, pixels
+    clock.lap("read the DICOM series")
+    explanation = explain(model, study, method="cam", target=1)
+    clock.lap("explain (preprocess, CAM, back-sampling)")
     with _PeakSampler(_resident_bytes, 0.05) as writing:
-        writers = {f"NIfTI {nifti_name}": timed(write_heatmap_nifti, heatmap, out / nifti_name, sidecar={"method": "cam"})}
-        writers["Parametric Map"] = timed(write_parametric_map, heatmap, series, out / "pm.dcm")
-        writers["Secondary Capture"] = timed(write_secondary_capture, heatmap, series, out / "sc")
-    clock.lap("write NIfTI + PM + SC")
+        written = explanation.save(out, formats=(nifti, "pm", "sc"), name="cam")
+    clock.lap("save NIfTI + PM + SC")
+    if written.notes:
+        raise RuntimeError(f"outputs not written: {written.notes}")
     output_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return {"stages": clock.wall, "cpu": clock.cpu, "writers": writers, "total": sum(clock.wall.values()),
+    return {"stages": clock.wall, "cpu": clock.cpu, "total": sum(clock.wall.values()),
             "output_bytes": output_bytes, "voxels": int(np.prod(series.volume.shape)), "writing_memory": writing.peak}
 
 
@@ -157,16 +145,16 @@ def child_pipeline(folder: Path, out: Path, mode: str) -> dict:
     of a cohort runs); "warm-nii" writes the NIfTI uncompressed (``--formats nii``)."""
     import shutil
 
-    from medcam.models import load_checkpoint
+    from medcam.models import load_model
 
     clock = _StageClock()
-    checkpoint = load_checkpoint(SAMPLE / "models" / "ct3d.pt")
+    model = load_model(SAMPLE / "models" / "ct3d.pt")
     clock.lap("load the model")
     if mode != "cold":
         (out / "warmup").mkdir()
-        run_case(SAMPLE / "ct_lesion_dicom", out / "warmup", checkpoint)
+        run_case(SAMPLE / "ct_lesion_dicom", out / "warmup", model)
         shutil.rmtree(out / "warmup")
-    result = run_case(folder, out, checkpoint, nifti_name="cam.nii" if mode == "warm-nii" else "cam.nii.gz")
+    result = run_case(folder, out, model, nifti="nii" if mode == "warm-nii" else "nifti")
     if mode == "cold":
         result["stages"] = {**clock.wall, **result["stages"]}
         result["cpu"] = {**clock.cpu, **result["cpu"]}
@@ -251,9 +239,7 @@ def main() -> None:
               f"peak memory {peak / 2**20:.0f} MiB = {peak / volume_bytes:.1f}x the float32 volume ({volume_bytes / 2**20:.0f} MiB)")
         print(f"  (this process's own peak {run['maxrss'] / 2**20:.0f} MiB; while writing, {run['writing_memory'] / 2**20:.0f} MiB at most)")
         for name, seconds in run["stages"].items():
-            print(f"  {name:32s} {seconds:7.2f} s  {100 * seconds / run['total']:5.1f}%   CPU {run['cpu'][name]:5.2f} s")
-        for name, seconds in run["writers"].items():
-            print(f"    {name:34s} {seconds:7.2f} s")
+            print(f"  {name:42s} {seconds:7.2f} s  {100 * seconds / run['total']:5.1f}%   CPU {run['cpu'][name]:5.2f} s")
         cpu = sum(run["cpu"].values())
         print(f"  CPU time of every stage, all threads: {cpu:.2f} s; on {os.cpu_count()} CPUs the same "
               f"work takes at least {cpu / os.cpu_count():.2f} s = {cpu / os.cpu_count() / floor['total']:.2f}x the floor")
