@@ -391,6 +391,7 @@ def _send(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``medcam`` argument parser with its subcommands (info, demo, explain, send, evaluate, train)."""
     parser = argparse.ArgumentParser(
         prog="medcam",
         description="Class Activation Maps for medical imaging, on the scanner's own voxel grid.",
@@ -512,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default: ``sys.argv[1:]``); the exit status (0 done, 1 some cases failed, 2 bad input)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

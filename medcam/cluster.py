@@ -27,6 +27,7 @@ class ModelPlugin(WorkerPlugin):
         self.handle = handle
 
     def setup(self, worker) -> None:
+        """Load the model once in the Dask worker this plugin is registered on."""
         worker_model(self.handle)
 
 

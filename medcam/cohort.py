@@ -104,6 +104,7 @@ def cases_from_csv(path: str | Path) -> list[Study]:
 
 @dataclass
 class CohortSummary:
+    """What a cohort run did: cases explained, already done and failed, and the manifest it kept."""
     done: int
     skipped: int
     failed: int

@@ -58,30 +58,37 @@ class Explanation:
 
     @property
     def source(self) -> Volume:
+        """The study's image on the scanner's own grid (the grid of ``heatmap``)."""
         return self.study.volume
 
     @property
     def class_names(self) -> tuple[str, ...]:
+        """The model's class names, in output order."""
         return self.model.class_names
 
     @property
     def method(self) -> str:
+        """The CAM method that made the map (``cam``, ``gradcam``...)."""
         return self.result.method
 
     @property
     def layer(self) -> str:
+        """The name of the layer whose activations the map weighs."""
         return self.result.layer
 
     @property
     def target(self) -> int:
+        """The index of the class the map explains."""
         return int(self.result.target[0])
 
     @property
     def target_name(self) -> str:
+        """The name of the class the map explains."""
         return self.model.class_name(self.target)
 
     @property
     def predicted_name(self) -> str | None:
+        """The name of the predicted class, or None when the prediction was not computed."""
         return self.model.class_name(self.predicted) if self.predicted is not None else None
 
     @property
@@ -97,10 +104,12 @@ class Explanation:
 
     @property
     def probability(self) -> float:
+        """The model's probability of the explained class."""
         return float(self.result.probability[0])
 
     @property
     def score(self) -> float:
+        """The model's logit of the explained class."""
         return float(self.result.score[0])
 
     @property
@@ -110,6 +119,7 @@ class Explanation:
 
     @property
     def peak_ras(self) -> np.ndarray:
+        """RAS millimetres of the map's maximum."""
         return self.heatmap.geometry.voxel_to_world(np.asarray(self.peak_index, dtype=float))
 
     @property

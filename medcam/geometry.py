@@ -309,10 +309,12 @@ class Volume:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """Voxels along i, j, k."""
         return self.geometry.shape
 
     @property
     def spacing(self) -> tuple[float, float, float]:
+        """Voxel size along i, j, k in mm."""
         return self.geometry.spacing
 
     def __repr__(self) -> str:

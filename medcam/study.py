@@ -88,6 +88,7 @@ class Study:
     # -- what is read lazily -----------------------------------------------------------------
     @property
     def is_nifti(self) -> bool:
+        """Whether the study's source is a NIfTI file."""
         return self.source is not None and self.source.is_file() and is_nifti_path(self.source)
 
     def _read(self) -> None:
@@ -122,6 +123,7 @@ class Study:
 
     @property
     def source_series_uid(self) -> str | None:
+        """The SeriesInstanceUID of a DICOM source, else None."""
         series = self.series
         return series.series_uid if series is not None else None
 

@@ -85,10 +85,12 @@ class PreprocessConfig:
             raise ConfigError("PreprocessConfig: " + "; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration as JSON-ready values (stored in checkpoints)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
+        """The configuration stored by :meth:`to_dict`."""
         try:
             return cls(**data)
         except (TypeError, ValueError) as exc:

@@ -45,6 +45,7 @@ class ModelHandle:
         return dataclasses.replace(self, payload=None)
 
     def load(self) -> ExplainableModel:
+        """The model: loaded from its file, or unpickled from the handle's payload."""
         if self.source is not None:
             from medcam.models import load_model
 

@@ -55,6 +55,7 @@ class CAM(CamExtractor):
 
     @property
     def uses_hook(self) -> bool:  # type: ignore[override]
+        """Whether a forward hook captures the activations: not for a medcam GapClassifier's own feature layer."""
         return not self._hook_free
 
     def _forward(self, x):

@@ -27,6 +27,7 @@ class CamMethod(str, Enum):  # noqa: UP042 (a StrEnum would print differently in
 
     @classmethod
     def from_name(cls, name: str | CamMethod) -> CamMethod:
+        """The method named ``name`` (any case); a CamError naming the valid methods for another name."""
         try:
             return cls(str(name.value if isinstance(name, CamMethod) else name).lower())
         except ValueError:

@@ -30,12 +30,14 @@ __all__ = ["AnatomyLesion", "AnatomyCase", "brain_mr_case", "template"]
 
 @dataclass(frozen=True)
 class AnatomyLesion:
+    """A spherical lesion of a synthetic brain MR case: centre (RAS mm), radius (mm) and contrast."""
     center_ras: np.ndarray
     radius_mm: float
     contrast: float  # relative: +0.5 brightens the tissue by half, -0.4 darkens it
 
     @property
     def diameter_mm(self) -> float:
+        """Twice the radius, in mm."""
         return 2 * self.radius_mm
 
 
@@ -50,6 +52,7 @@ class AnatomyCase:
 
     @property
     def label(self) -> int:
+        """1 when the case holds a lesion, else 0."""
         return int(bool(self.lesions))
 
     def to_study(self, case_id: str):

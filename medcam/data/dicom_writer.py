@@ -65,6 +65,7 @@ class StudyInfo:
             object.__setattr__(self, "uid_seed", generate_uid())
 
     def uid(self, *role: object) -> str:
+        """The UID of ``role`` (study, series, frame of reference...), fixed by the study's ``uid_seed``."""
         return generate_uid(entropy_srcs=[str(self.uid_seed), *map(str, role)])
 
 

@@ -52,6 +52,7 @@ class Ellipsoid:
     additive: bool = False
 
     def contains(self, points_ras: np.ndarray) -> np.ndarray:
+        """A boolean mask of the ``points`` (..., 3) in RAS mm that lie inside the ellipsoid."""
         local = (np.asarray(points_ras) - self.center_ras) @ (self.rotation / self.radii_mm)
         return np.einsum("...i,...i->...", local, local) <= 1.0
 
@@ -133,10 +134,12 @@ class SyntheticStudy:
 
     @property
     def lesions(self) -> tuple[Lesion, ...]:
+        """The lesion ellipsoids of the scene (none for a normal study)."""
         return self.scene.lesions
 
     @property
     def modality(self) -> str:
+        """The DICOM Modality the study stands for (CT, CR...)."""
         return self.scene.modality
 
     def to_study(self, case_id: str):
@@ -148,6 +151,7 @@ class SyntheticStudy:
 
     @property
     def has_lesion(self) -> bool:
+        """Whether any lesion lies in the study."""
         return bool(self.mask.array.any())
 
 

@@ -49,6 +49,7 @@ class SyntheticTask:
         return self._draw(self, rng, n_lesions, int(rng.integers(2**31)))
 
     def label(self, index: int, seed: int) -> int:
+        """The class index of study ``index`` drawn with ``seed``: 1 with a lesion, 0 without."""
         return int(self.study(index, seed).has_lesion)
 
     def matched_pair(self, index: int, seed: int) -> tuple[SyntheticStudy, SyntheticStudy]:
@@ -97,6 +98,7 @@ TASKS: dict[str, SyntheticTask] = {
 
 
 def get_task(name: str) -> SyntheticTask:
+    """The synthetic task named ``name`` (ct3d, cr2d); ConfigError for another name."""
     try:
         return TASKS[name]
     except KeyError:

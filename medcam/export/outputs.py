@@ -129,6 +129,7 @@ class UidFactory:
         self.seed = seed
 
     def uid(self, *role: object) -> str:
+        """The UID of ``role`` (``"pm-series"``, a slice index...): fresh, or derived from the seed and the role when the factory has a seed."""
         if self.seed is None:
             return generate_uid()
         return generate_uid(entropy_srcs=[self.seed, *map(str, role)])

@@ -45,6 +45,7 @@ def _first(value) -> float:
 
 
 def window_to_unit(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``values`` windowed to 0..1 between ``low`` and ``high`` (clipped)."""
     return np.clip((np.asarray(values, dtype=np.float32) - low) / (high - low), 0.0, 1.0)
 
 

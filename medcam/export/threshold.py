@@ -47,6 +47,7 @@ class Threshold:
         return float(np.percentile(values, self.value))
 
     def describe(self) -> str:
+        """The threshold as it was asked for: raw map units, a share of the maximum, or a percentile."""
         if self.unit == "raw":
             return f"{self.value:g}"
         if self.unit == "fraction":
@@ -54,6 +55,7 @@ class Threshold:
         return f"percentile {self.value:g}"
 
     def to_dict(self, values: np.ndarray) -> dict:
+        """The threshold as JSON-ready values (for the sidecar)."""
         return {"value": self.value, "unit": self.unit, "raw": self.raw(values)}
 
 

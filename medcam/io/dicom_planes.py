@@ -42,10 +42,12 @@ class SlicePlane:
 
     @property
     def normal(self) -> np.ndarray:
+        """The slice normal, row x column direction cosines (LPS)."""
         return np.cross(self.row_cosine, self.column_cosine)
 
 
 def is_multiframe(ds: Dataset) -> bool:
+    """Whether ``ds`` holds several frames (an enhanced multi-frame image)."""
     return "PerFrameFunctionalGroupsSequence" in ds or int(getattr(ds, "NumberOfFrames", 1) or 1) > 1
 
 

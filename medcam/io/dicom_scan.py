@@ -37,6 +37,7 @@ class SeriesInfo:
     headers: tuple[pydicom.Dataset, ...] | None = field(default=None, compare=False, repr=False)
 
     def summary(self) -> str:
+        """One line about the series: modality, number, description, files, frames and UID."""
         number = "" if self.number is None else f" #{self.number}"
         description = f" '{self.description}'" if self.description else ""
         return f"{self.modality}{number}{description} ({len(self.files)} files, {self.frames} frames) uid={self.uid}"
@@ -60,6 +61,7 @@ class SeriesScan:
     n_files: int
 
     def get(self, uid: str) -> SeriesInfo | None:
+        """The series of UID ``uid``, or None."""
         return next((s for s in self.series if s.uid == uid), None)
 
 

@@ -42,6 +42,7 @@ class MedcamReader(ImageReader):
         self.series_uid = series_uid
 
     def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
+        """Whether every name is a NIfTI file, a DICOM file or a folder this reader reads."""
         names = [filename] if isinstance(filename, (str, os.PathLike)) else list(filename)
         return all(
             Path(name).is_dir() or str(name).lower().endswith((*NIFTI_SUFFIXES, ".dcm")) or "." not in Path(name).name
@@ -49,12 +50,14 @@ class MedcamReader(ImageReader):
         )
 
     def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> list[tuple[Volume, str]]:
+        """Each path read as a study on its scanner's grid: (volume, path) pairs."""
         from medcam.study import read_study
 
         paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
         return [(read_study(Path(path), series_uid=self.series_uid).volume, str(path)) for path in paths]
 
     def get_data(self, img) -> tuple[np.ndarray, dict]:
+        """The image array and its MONAI metadata (affine in RAS, original shape) of what ``read`` returned."""
         images = img if isinstance(img, list) else [img]
         arrays, metas = [], []
         for volume, name in images:

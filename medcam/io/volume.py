@@ -13,6 +13,7 @@ __all__ = ["read_volume", "is_nifti_path"]
 
 
 def is_nifti_path(path: str | Path) -> bool:
+    """Whether ``path`` names a NIfTI file (``.nii`` or ``.nii.gz``)."""
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 

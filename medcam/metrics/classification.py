@@ -32,6 +32,7 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class ClassificationMetrics:
+    """ROC AUC, accuracy, sensitivity and specificity at a probability threshold, with the case counts."""
     auc: float
     accuracy: float
     sensitivity: float
@@ -41,6 +42,7 @@ class ClassificationMetrics:
     threshold: float
 
     def to_dict(self) -> dict:
+        """The metrics as JSON-ready values."""
         return asdict(self)
 
     def __str__(self) -> str:

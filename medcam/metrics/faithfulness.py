@@ -36,16 +36,19 @@ def baseline_image(x: torch.Tensor, kind: str = "blur", *, sigma_voxels: float =
 
 @dataclass(frozen=True)
 class Curves:
+    """Deletion and insertion curves: the class probability as the most salient voxels are removed or added."""
     fractions: np.ndarray
     deletion: np.ndarray
     insertion: np.ndarray
 
     @property
     def deletion_auc(self) -> float:
+        """Area under the deletion curve (lower is more faithful)."""
         return float(np.trapezoid(self.deletion, self.fractions))
 
     @property
     def insertion_auc(self) -> float:
+        """Area under the insertion curve (higher is more faithful)."""
         return float(np.trapezoid(self.insertion, self.fractions))
 
 

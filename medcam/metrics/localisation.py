@@ -102,6 +102,7 @@ def peak_distance_mm(heatmap: Volume, centres_ras: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class LocalisationScores:
+    """How well one map finds one lesion mask: hits, energy shares, IoU and peak distance."""
     hit: bool
     hit_tolerant: bool
     energy: float

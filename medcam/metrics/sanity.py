@@ -42,6 +42,7 @@ def ssim_global(a: np.ndarray, b: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class RandomisationStep:
+    """One step of cascading randomisation: the layer re-initialised and the map's similarity to the original."""
     layer: str
     spearman: float
     ssim: float

@@ -53,6 +53,7 @@ class Checkpoint:
 
     @property
     def spatial_dims(self) -> int:
+        """2 for images, 3 for volumes."""
         return self.model_config.spatial_dims
 
 

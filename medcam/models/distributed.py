@@ -18,6 +18,7 @@ __all__ = ["Ranks", "barrier", "current_ranks", "process_group"]
 
 @dataclass(frozen=True)
 class Ranks:
+    """This process's place in a distributed run: its rank and the world size."""
     rank: int = 0
     world: int = 1
 
@@ -28,6 +29,7 @@ class Ranks:
 
     @property
     def distributed(self) -> bool:
+        """Whether more than one process takes part."""
         return self.world > 1
 
 

@@ -83,10 +83,12 @@ class ExplainableModel:
 
     @property
     def device(self) -> torch.device:
+        """The torch device the model runs on."""
         parameter = next(self.module.parameters(), None)
         return parameter.device if parameter is not None else torch.device("cpu")
 
     def class_name(self, index: int) -> str:
+        """The name of class ``index``."""
         return self.class_names[index] if 0 <= index < len(self.class_names) else f"class {index}"
 
     def class_index(self, name_or_index: str | int) -> int:

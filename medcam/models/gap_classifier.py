@@ -91,10 +91,12 @@ class ClassifierConfig:
         return self.fine_head or self.channels[-1]
 
     def to_dict(self) -> dict:
+        """The configuration as JSON-ready values (stored in checkpoints)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> ClassifierConfig:
+        """The configuration stored by :meth:`to_dict`."""
         try:
             return cls(**data)
         except (TypeError, ValueError) as exc:
@@ -119,6 +121,7 @@ class FineHeadFeatures(nn.Module):
         self.fuse = nn.Sequential(conv(skip_width + width, width, 3, padding=1, bias=False), norm(width), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature maps at twice the coarse resolution, ``(N, fine_head, *spatial)``."""
         skip = self.shallow(x)
         coarse = self.reduce(self.deep(skip))
         fine = nn.functional.interpolate(coarse, scale_factor=2.0, mode="nearest")
@@ -179,6 +182,7 @@ class GapClassifier(nn.Module):
         return self.classifier(self.dropout(pooled)), features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes)``."""
         return self.forward_with_features(x)[0]
 
 

@@ -29,4 +29,5 @@ class ModelProvenance:
     sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The provenance as JSON-ready values."""
         return {"format": self.format, "name": self.name, "path": str(self.path) if self.path else None, "sha256": self.sha256}

@@ -93,11 +93,13 @@ class TrainingData:
         return int(self.labels.numel())
 
     def subset(self, index: Sequence[int] | np.ndarray) -> TrainingData:
+        """The cases at ``indices``, with their masks."""
         index = torch.as_tensor(np.asarray(index, dtype=np.int64))
         masks = None if self.masks is None else self.masks[index]
         return TrainingData(self.images[index], self.labels[index], dict(self.summary), masks)
 
     def counts(self, num_classes: int) -> list[int]:
+        """Cases per class, for ``num_classes`` classes."""
         return torch.bincount(self.labels, minlength=num_classes).tolist()
 
 
@@ -321,6 +323,7 @@ def split_data(data: TrainingData, val_fraction: float, seed: int) -> tuple[Trai
 
 @dataclass
 class TrainingResult:
+    """A finished training run: the checkpoint written, the best epoch, its metrics and the history."""
     checkpoint: Path
     best_metrics: ClassificationMetrics | None  # None on the ranks other than 0 of a distributed run
     best_epoch: int

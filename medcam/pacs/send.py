@@ -20,6 +20,7 @@ _NOT_DICOM = (".nii", ".nii.gz", ".png", ".json", ".csv", ".txt", ".lock", ".par
 
 @dataclass
 class SendResult:
+    """What a send did: the instances sent to ``target``, and those found sent there before."""
     target: str
     sent: int = 0
     already: int = 0

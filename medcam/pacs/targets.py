@@ -45,6 +45,7 @@ _AET = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: 16 characters, n
 
 
 def is_dicomweb_url(text: str) -> bool:
+    """Whether ``text`` is an http(s) URL (a DICOMweb service)."""
     return str(text).lower().startswith(("http://", "https://"))
 
 
