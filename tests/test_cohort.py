@@ -33,10 +33,12 @@ def _manifest(out):
 
 
 def test_find_cases(cohort):
+    """Every DICOM series folder and NIfTI file below the root is one case, named by its path
+    (the corrupted series too: it fails when read, not when found), in a stable order."""
     cases = find_cases(cohort)
-    ids = [case.case_id for case in cases]
-    assert "extra.nii.gz" in ids and "patient0_ct" in ids and "patient2_ct" in ids
-    assert any(case.case_id.startswith("patient1") for case in cases)
+    found = [(case.case_id, case.source.relative_to(cohort).as_posix()) for case in cases]
+    assert found == [("extra.nii.gz", "extra.nii.gz"), ("patient0_ct", "patient0/ct"), ("patient1_ct", "patient1/ct"),
+                     ("patient2_ct", "patient2/ct")]
 
 
 def test_cohort_with_a_corrupted_study_then_resume(cohort, model_path, tmp_path, capsys):
