@@ -12,7 +12,7 @@ from medcam.errors import MedcamError
 
 EXAMPLES = """examples:
   medcam demo --out out/demo                     explain every bundled study with the bundled models
-  medcam explain sample_data/ct_lesion_dicom --model sample_data/models/ct3d.pt --out out/ct
+  medcam explain sample_data/ct_lesion_dicom --model sample_data/models/ct3d.pt --out out/ct_lesion
                                                  one study: NIfTI, Parametric Map, overlay series, PNG
   medcam explain study/ --model my_bundle/ --method gradcam --out out/study
                                                  your study with your MONAI Bundle (configs/, models/model.pt)

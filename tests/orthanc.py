@@ -95,8 +95,8 @@ def start_orthanc(folder: Path, *, http_port: int | None = None, dicom_port: int
         "HttpsVerifyPeers": True, "StableAge": 1, "ConcurrentJobs": 1,
     }
     (folder / "orthanc.json").write_text(json.dumps(config, indent=2))
-    log = open(folder / "orthanc.log", "a")
-    process = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    with open(folder / "orthanc.log", "a") as log:  # the server holds its own copy of the descriptor
+        process = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
     server = Orthanc(process, http_port, dicom_port)
     deadline = time.monotonic() + 60
     while True:

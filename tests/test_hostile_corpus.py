@@ -247,7 +247,7 @@ def test_a_full_disk_in_a_cohort_names_each_case_s_file(small_disk, tmp_path, ca
     for name in ("a", "b"):
         (cohort / f"{name}.nii.gz").write_bytes(STUDY.read_bytes())
     assert main(["explain", str(cohort), "--model", str(MODEL), "--out", str(small_disk / "out")]) == 1  # cases failed
-    rows = list(csv.DictReader(open(small_disk / "out" / "manifest.csv")))
+    rows = list(csv.DictReader((small_disk / "out" / "manifest.csv").read_text().splitlines()))
     assert [row["status"] for row in rows] == ["failed", "failed"]
     for row in rows:
         assert f"out/{row['case_id']}/cam.nii.gz: cannot be written (No space left on device)" in row["error"]

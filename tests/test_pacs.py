@@ -147,7 +147,7 @@ def test_a_server_stopped_mid_run_keeps_the_outputs_and_a_re_run_sends_them(orth
     argv = ["explain", str(cohort), "--model", str(MODEL), "--out", str(out), "--formats", "pm,sc", "--quiet",
             "--allow-modality-mismatch", "--send", orthanc.dicomweb]
     assert main(argv) == 1
-    rows = list(csv.DictReader(open(out / "manifest.csv")))
+    rows = list(csv.DictReader((out / "manifest.csv").read_text().splitlines()))
     assert [row["status"] for row in rows] == ["ok", "ok"]
     assert all(row["sent"].startswith("written, not sent: ") and "cannot connect" in row["sent"] for row in rows)
     assert all((out / row["case_id"] / "cam_pm.dcm").exists() for row in rows)
@@ -156,7 +156,7 @@ def test_a_server_stopped_mid_run_keeps_the_outputs_and_a_re_run_sends_them(orth
     server = start_orthanc(tmp_path / "orthanc", http_port=ports[0], dicom_port=ports[1])
     try:
         assert main(argv) == 0  # nothing to explain again; only the sending
-        rows = list(csv.DictReader(open(out / "manifest.csv")))
+        rows = list(csv.DictReader((out / "manifest.csv").read_text().splitlines()))
         assert [row["sent"] for row in rows] == [f"sent to {server.dicomweb}"] * 2
         assert "0 explained, 2 already done" in capsys.readouterr().out
         assert len(server.rest("/instances")) == len(_local_dicom(out))

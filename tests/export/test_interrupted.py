@@ -33,6 +33,7 @@ def test_a_second_run_into_a_folder_being_written_is_refused(tmp_path, explanati
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()
     assert explanation.save(out, formats=("nifti",)).paths["nifti"][0].is_file()  # the lock dies with its holder
 
 
