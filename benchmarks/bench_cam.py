@@ -31,7 +31,7 @@ import torch
 
 from medcam.cam import create_extractor
 from medcam.models import GapClassifier
-from medcam.models.training import TASK_DEFAULTS
+from medcam.models.recipes import TASK_DEFAULTS
 
 
 def _rss_bytes() -> int:

@@ -8,7 +8,7 @@ rigid poses, scanner grids of random plane, axis order and direction, 1-2 mm pix
 slices, bias field, noise; 6-20 mm hyper- or hypo-intense lesions in half the cases), written to
 NIfTI files with a manifest, as a research group would have it; a quarter of the masks lie on a
 grid of their own. Training uses seed ``--seed``; the held-out cases are drawn with another seed.
-Each mode trains with ``medcam.models.training.train_manifest`` (the command line's recipe), then
+Each mode trains with ``medcam.models.recipes.train_manifest`` (the command line's recipe), then
 every held-out case is explained with exact CAM of the lesion class: classification AUC, CAM hit
 rate (the map's peak inside the lesion mask), energy in the mask and peak distance, with 95%
 bootstrap intervals. The generator and its seeds are the record: the cohort is not kept.
@@ -85,7 +85,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from medcam.models import ClassifierConfig
-    from medcam.models.training import train_manifest
+    from medcam.models.recipes import train_manifest
     from medcam.transforms import PreprocessConfig
 
     preprocess_config = PreprocessConfig(3, tuple(args.spacing), tuple(args.size), intensity="robust_zscore", window=None)

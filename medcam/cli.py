@@ -97,7 +97,7 @@ def _info(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     """Train; under torchrun (``WORLD_SIZE`` > 1) as one rank of a DistributedDataParallel run."""
     from medcam.models.distributed import process_group
-    from medcam.models.training import train_synthetic_task
+    from medcam.models.recipes import train_synthetic_task
 
     with process_group() as ranks:
         quiet = args.quiet or not ranks.main  # rank 0 speaks for the run
@@ -121,7 +121,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _train_manifest(args: argparse.Namespace, progress: bool, log):
     from medcam.models import ClassifierConfig
-    from medcam.models.training import train_manifest
+    from medcam.models.recipes import train_manifest
     from medcam.transforms import PreprocessConfig
 
     if not (args.spatial_dims and args.spacing and args.size):

@@ -4,13 +4,13 @@ sample_data/README.md and benchmarks/RESULTS.md):
     python pipelines/train.py ct3d sample_data/models/ct3d.pt
     python pipelines/train.py cr2d sample_data/models/cr2d.pt
 
-Composed only of library calls: :func:`medcam.models.training.train_synthetic_task`.
+Composed only of library calls: :func:`medcam.models.recipes.train_synthetic_task`.
 """
 
 import argparse
 import time
 
-from medcam.models.training import train_synthetic_task
+from medcam.models.recipes import train_synthetic_task
 
 
 def main() -> None:
@@ -18,7 +18,7 @@ def main() -> None:
     parser.add_argument("task", choices=["ct3d", "cr2d"])
     parser.add_argument("out")
     parser.add_argument("--n-pairs", type=int, default=700)
-    parser.add_argument("--crop-epochs", type=int, help="default: the task's recipe (medcam.models.training.TASK_RECIPES)")
+    parser.add_argument("--crop-epochs", type=int, help="default: the task's recipe (medcam.models.recipes.TASK_RECIPES)")
     parser.add_argument("--epochs", type=int, help="default: the task's recipe")
     parser.add_argument("--localisation-weight", type=float, help="default: the task's recipe")
     parser.add_argument("--seed", type=int, default=0)

@@ -57,7 +57,7 @@ def test_the_help_examples_are_commands_of_this_release():
 
 def test_the_train_help_states_the_manifest_recipe_it_runs():
     from medcam.cli import build_parser
-    from medcam.models.training import MANIFEST_RECIPES
+    from medcam.models.recipes import MANIFEST_RECIPES
 
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     helps = {action.dest: action.help for action in train._actions}

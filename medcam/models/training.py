@@ -1,5 +1,8 @@
-"""Training a :class:`GapClassifier`: data from a manifest CSV or a synthetic task, seeded splits,
-class-balanced loss, validation ROC AUC / accuracy / sensitivity / specificity, best checkpoint kept.
+"""The training loop of a :class:`GapClassifier` (:func:`train_classifier`): class-balanced loss,
+the localisation loss with lesion masks, validation ROC AUC / accuracy / sensitivity / specificity and
+CAM hit rate, best checkpoint kept; the logit calibration and prediction helpers around it. The data
+are in :mod:`medcam.models.training_data`, the losses in :mod:`medcam.models.losses`, the recipes
+that chain these stages in :mod:`medcam.models.recipes`.
 
 The checkpoint is written only through :func:`save_checkpoint` (temporary name, then rename),
 so an interrupted run leaves the previous best checkpoint, never a half-written file.
@@ -12,7 +15,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,305 +23,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from medcam.errors import MedcamError, MedcamWarning, TrainingError
+from medcam.errors import MedcamWarning, TrainingError
 from medcam.metrics.classification import ClassificationMetrics, classification_metrics
 from medcam.models.checkpoint import save_checkpoint
 from medcam.models.checks import validation_localisation
 from medcam.models.distributed import barrier, current_ranks
 from medcam.models.gap_classifier import ClassifierConfig, GapClassifier
-from medcam.transforms import PreprocessConfig, build_transform, preprocess
+from medcam.models.losses import centre_classifier, localisation_penalty
+from medcam.models.training_data import TrainingData, progress_bar
+from medcam.transforms import PreprocessConfig
 
-__all__ = [
-    "TASK_DEFAULTS",
-    "TASK_RECIPES",
-    "TrainingData",
-    "TrainingResult",
-    "TrainingError",
-    "centre_classifier",
-    "lesion_centred_crops",
-    "load_manifest_data",
-    "localisation_penalty",
-    "make_synthetic_crops",
-    "make_synthetic_data",
-    "predict_probabilities",
-    "split_data",
-    "train_classifier",
-    "train_manifest",
-    "train_synthetic_task",
-]
+__all__ = ["TrainingResult", "TrainingError", "calibrate_binary", "predict_probabilities", "train_classifier", "validate"]
 
 logger = logging.getLogger(__name__)
-
-
-#: Preprocessing, architecture and class names the bundled models use for each synthetic task.
-#: Feature maps are 2x (3D: 8 x 8 x 10 mm cells, through the fine head) and 8x (2D: 22 mm cells)
-#: coarser than the model input.
-TASK_DEFAULTS: dict[str, tuple[PreprocessConfig, ClassifierConfig, tuple[str, str]]] = {
-    "ct3d": (
-        PreprocessConfig(3, (4.0, 4.0, 5.0), (80, 64, 40), intensity="window", window=(40.0, 400.0)),
-        ClassifierConfig(3, channels=(16, 32, 64), convs_per_stage=(1, 2, 2), stem_stride=2, pool_after=(True, False, False),
-                         fine_head=16),
-        ("no lesion", "lesion"),
-    ),
-    "cr2d": (
-        PreprocessConfig(2, (2.8, 2.8), (128, 128), intensity="percentile", window=None, orientation=None),
-        ClassifierConfig(2, channels=(16, 32, 64, 128), convs_per_stage=(1, 2, 2, 2), stem_stride=2,
-                         pool_after=(True, True, False, False)),
-        ("normal", "nodule"),
-    ),
-}
-
-#: The training recipe of each bundled model (:func:`train_synthetic_task`'s defaults per task).
-#: The 3D model also learns where its evidence may lie (``localisation_weight``, see
-#: :func:`localisation_penalty`): its lesion masks come with the synthetic studies.
-TASK_RECIPES: dict[str, dict[str, float]] = {
-    "ct3d": {"crop_epochs": 14, "epochs": 2, "localisation_weight": 1.0, "localisation_warmup": 6, "batch_norm_samples": 512},
-    # batch norm over every training case (0: all), as when cr2d.pt was trained
-    "cr2d": {"crop_epochs": 18, "epochs": 4, "localisation_weight": 0.0, "localisation_warmup": 0, "batch_norm_samples": 0},
-}
-
-
-@dataclass
-class TrainingData:
-    """Preprocessed images ``(N, 1, *spatial)`` (float16 to halve memory), labels ``(N,)``, a
-    summary, and optionally lesion masks on the model grid ``(N, 1, *spatial)`` (bool; all false
-    for a study without lesions), which the localisation loss of :func:`train_classifier` needs."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    summary: dict[str, Any] = field(default_factory=dict)
-    masks: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return int(self.labels.numel())
-
-    def subset(self, index: Sequence[int] | np.ndarray) -> TrainingData:
-        """The cases at ``indices``, with their masks."""
-        index = torch.as_tensor(np.asarray(index, dtype=np.int64))
-        masks = None if self.masks is None else self.masks[index]
-        return TrainingData(self.images[index], self.labels[index], dict(self.summary), masks)
-
-    def counts(self, num_classes: int) -> list[int]:
-        """Cases per class, for ``num_classes`` classes."""
-        return torch.bincount(self.labels, minlength=num_classes).tolist()
-
-
-def _progress(iterable, *, total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
-
-
-def make_synthetic_data(
-    task_name: str, n: int, seed: int, config: PreprocessConfig, *, matched_pairs: bool = False, progress: bool = False
-) -> TrainingData:
-    """Generate ``n`` studies of a synthetic task (see :mod:`medcam.data.tasks`) and preprocess them.
-
-    With ``matched_pairs`` the ``n`` studies are ``n // 2`` pairs, each a study with lesions and
-    the same patient and noise without (:meth:`SyntheticTask.matched_pair`).
-    """
-    from medcam.data.tasks import get_task
-
-    task = get_task(task_name)
-    transform = build_transform(config)
-    images, labels = [], []
-
-    def add(study) -> None:
-        images.append(preprocess(study.volume, config, transform=transform).as_tensor().to(torch.float16))
-        labels.append(int(study.has_lesion))
-
-    count = n // 2 if matched_pairs else n
-    for index in _progress(range(count), total=count, desc=f"generating {task_name}", enabled=progress):
-        if matched_pairs:
-            for study in task.matched_pair(index, seed):
-                add(study)
-        else:
-            add(task.study(index, seed))
-    summary = {
-        "source": f"synthetic:{task_name}", "task": task.description, "seed": seed, "n": len(labels),
-        "matched_pairs": matched_pairs,
-    }
-    return TrainingData(torch.stack(images), torch.tensor(labels, dtype=torch.int64), summary)
-
-
-def make_synthetic_crops(
-    task_name: str, n_pairs: int, seed: int, config: PreprocessConfig, crop_size: Sequence[int], *,
-    jitter: float = 0.25, progress: bool = False,
-) -> tuple[TrainingData, TrainingData]:
-    """Lesion-centred crops of matched pairs, and the whole volumes they come from.
-
-    For each pair (:meth:`SyntheticTask.matched_pair`) one crop of ``crop_size`` model voxels
-    is cut around a lesion (shifted by up to ``jitter`` of the crop size, always inside the
-    volume) from the study with lesions, and the same crop from the study without: the two
-    differ only by the lesion. This is how SIANN was trained (on regions of interest); the
-    network is fully convolutional with global average pooling, so it then runs on whole
-    volumes, on which it is fine-tuned (see :func:`train_synthetic_task`).
-
-    Returns ``(crops, volumes)``; both hold ``2 * n_pairs`` samples, half positive, with their
-    lesion masks on the model grid (every voxel of the model grid the lesion touches).
-    """
-    from medcam.data.tasks import get_task
-    from medcam.geometry import resample_to
-    from medcam.transforms import model_geometry
-
-    task = get_task(task_name)
-    transform = build_transform(config)
-    rng = np.random.default_rng([seed, 7])
-    crop = np.asarray(crop_size, dtype=int)
-    crops, volumes, labels, crop_masks, volume_masks = [], [], [], [], []
-    for index in _progress(range(n_pairs), total=n_pairs, desc=f"generating {task_name} pairs", enabled=progress):
-        positive, negative = task.matched_pair(index, seed)
-        tensors = [preprocess(study.volume, config, transform=transform) for study in (positive, negative)]
-        grid = model_geometry(tensors[0])
-        touched = resample_to(positive.mask, grid, order=1).array > 0.01
-        lesion_mask = torch.from_numpy(np.ascontiguousarray(touched.reshape(tensors[0].shape[1:])))[None]
-        lesion = positive.lesions[int(rng.integers(len(positive.lesions)))]
-        centre = grid.world_to_voxel(lesion.center_ras)[: config.spatial_dims]
-        centre = centre + rng.uniform(-jitter, jitter, size=len(crop)) * crop
-        size = np.asarray(tensors[0].shape[1:])
-        low = np.clip(np.rint(centre - crop / 2).astype(int), 0, size - crop)
-        window = (slice(None), *[slice(int(a), int(a + c)) for a, c in zip(low, crop)])
-        for label, tensor in zip((1, 0), tensors):
-            full = tensor.as_tensor().to(torch.float16)
-            mask = lesion_mask if label else torch.zeros_like(lesion_mask)
-            volumes.append(full)
-            crops.append(full[window].clone())
-            volume_masks.append(mask)
-            crop_masks.append(mask[window].clone())
-            labels.append(label)
-    summary = {
-        "source": f"synthetic:{task_name}", "task": task.description, "seed": seed, "n": len(labels),
-        "matched_pairs": True,
-    }
-    label_tensor = torch.tensor(labels, dtype=torch.int64)
-    crop_summary = {**summary, "crop_size": [int(c) for c in crop]}
-    return (
-        TrainingData(torch.stack(crops), label_tensor, crop_summary, torch.stack(crop_masks)),
-        TrainingData(torch.stack(volumes), label_tensor.clone(), summary, torch.stack(volume_masks)),
-    )
-
-
-def load_manifest_data(
-    manifest: str | Path, config: PreprocessConfig, class_names: Sequence[str], *, progress: bool = False
-) -> TrainingData:
-    """Read a manifest CSV with columns ``image`` (path, relative to the CSV's folder) and ``label``,
-    and optionally ``mask``: a lesion mask (NIfTI or DICOM) on any grid.
-
-    A label is a class index (``0`` .. ``C-1``) or a class name. With a ``mask`` column, every
-    case with a lesion needs a non-empty mask, and a case without one may leave it blank; each
-    mask is carried to the model grid through world coordinates (every model voxel the lesion
-    touches), as the localisation loss and the lesion-centred crops need. Every problem names
-    its row.
-    """
-    from medcam.geometry import Volume, resample_to
-    from medcam.io.tables import read_table, table_path
-    from medcam.study import read_study
-    from medcam.transforms import model_geometry
-
-    manifest = Path(manifest)
-    try:
-        columns, rows = read_table(manifest, ["image", "label"], what="manifest")
-    except MedcamError as exc:
-        raise TrainingError(str(exc)) from None
-    names = list(class_names)
-    with_masks = "mask" in columns
-    transform = build_transform(config)
-    images, labels, masks = [], [], []
-    for number, row in enumerate(_progress(rows, total=len(rows), desc="reading", enabled=progress), start=2):
-        where = f"{manifest} row {number}"
-        raw = (row.get("label") or "").strip()
-        if raw in names:
-            label = names.index(raw)
-        elif raw.isdigit() and int(raw) < len(names):
-            label = int(raw)
-        else:
-            raise TrainingError(f"{where}: unknown label {raw!r}; expected one of {names} or 0..{len(names) - 1}")
-        image_path = table_path(manifest, row.get("image"))
-        if image_path is None or not image_path.exists():
-            raise TrainingError(f"{where}: image {image_path or '(blank)'} does not exist")
-        try:
-            tensor = preprocess(read_study(image_path).volume, config, transform=transform)
-        except MedcamError as exc:
-            raise TrainingError(f"{where}: cannot use {image_path}: {exc}") from exc
-        images.append(tensor.as_tensor().to(torch.float16))
-        labels.append(label)
-        if with_masks:
-            mask = torch.zeros(tensor.shape, dtype=torch.bool)
-            mask_path = table_path(manifest, row.get("mask"))
-            if mask_path is not None:
-                try:
-                    lesion = read_study(mask_path).volume
-                except MedcamError as exc:
-                    raise TrainingError(f"{where}: cannot use the mask {mask_path}: {exc}") from exc
-                binary = lesion.array > 0  # nonzero is lesion; carried through world coordinates
-                on_grid = resample_to(Volume(binary.astype(np.float32), lesion.geometry), model_geometry(tensor), order=1)
-                mask = torch.from_numpy(np.ascontiguousarray(on_grid.array.reshape(tensor.shape[1:]) > 0.01))[None]
-                if label and not bool(mask.any()):
-                    raise TrainingError(f"{where}: the mask {mask_path} is empty on the model grid (no lesion voxel, or it lies "
-                                        "outside the model's field of view)")
-            elif label:
-                raise TrainingError(f"{where}: a lesion case without a mask; give its mask, or leave the mask column out")
-            masks.append(mask if label else torch.zeros_like(mask))
-    summary = {"source": f"manifest:{manifest.name}", "n": len(rows), "masks": with_masks}
-    return TrainingData(torch.stack(images), torch.tensor(labels, dtype=torch.int64), summary,
-                        torch.stack(masks) if with_masks else None)
-
-
-def lesion_centred_crops(data: TrainingData, crop_size: Sequence[int], seed: int, *, jitter: float = 0.25,
-                         per_case: int = 1) -> TrainingData:
-    """``per_case`` crops of ``crop_size`` model voxels per case: around a random lesion voxel
-    (shifted by up to ``jitter`` of the crop size) for a case with lesions; for one without,
-    around a model-grid position drawn from the lesion voxels of all the cases with lesions
-    (shifted alike), always inside the volume. Masks are cropped alike.
-
-    The negatives' crops are where the positives' are, so the crop's place (deep in the brain
-    against the scalp or the air, say) tells nothing: a classifier of these crops must see the
-    lesion. (Centring them on any bright voxel let a classifier of brain MR crops learn the place,
-    crop loss 0.60, and nothing of the lesions: whole-volume AUC 0.52.) Without any lesion in the
-    data, a random voxel above the image's median is the centre.
-
-    The cohort counterpart of :func:`make_synthetic_crops` (there, matched pairs share a crop).
-    """
-    if data.masks is None:
-        raise TrainingError("lesion-centred crops need lesion masks (a 'mask' column in the manifest)")
-    rng = np.random.default_rng([seed, 11])
-    crop = np.asarray(crop_size, dtype=int)
-    size = np.asarray(data.images.shape[2:])
-    if np.any(crop > size):
-        raise TrainingError(f"crop size {tuple(crop)} exceeds the model grid {tuple(size)}")
-    lesion_voxels = torch.cat([torch.nonzero(mask[0]) for mask in data.masks if bool(mask.any())] or [torch.zeros((0, len(crop)), dtype=torch.int64)])
-    images, masks, labels = [], [], []
-    for index in [i for i in range(len(data)) for _ in range(per_case)]:
-        image, mask = data.images[index], data.masks[index]
-        labels.append(int(data.labels[index]))
-        if bool(mask.any()):
-            candidates = torch.nonzero(mask[0])
-        elif len(lesion_voxels):
-            candidates = lesion_voxels
-        else:
-            candidates = torch.nonzero(image[0].float() > image[0].float().median())
-        if len(candidates) == 0:
-            candidates = torch.nonzero(torch.ones_like(mask[0]))
-        centre = candidates[int(rng.integers(len(candidates)))].numpy() + rng.uniform(-jitter, jitter, size=len(crop)) * crop
-        low = np.clip(np.rint(centre - crop / 2).astype(int), 0, size - crop)
-        window = (slice(None), *[slice(int(a), int(a + c)) for a, c in zip(low, crop)])
-        images.append(image[window].clone())
-        masks.append(mask[window].clone())
-    summary = {**data.summary, "crop_size": [int(c) for c in crop], "crops_per_case": per_case, "matched_pairs": False}
-    return TrainingData(torch.stack(images), torch.tensor(labels, dtype=torch.int64), summary, torch.stack(masks))
-
-
-def split_data(data: TrainingData, val_fraction: float, seed: int) -> tuple[TrainingData, TrainingData]:
-    """Seeded split stratified by class: every class keeps ``val_fraction`` of its cases for validation."""
-    rng = np.random.default_rng(seed)
-    labels = data.labels.numpy()
-    train_index, val_index = [], []
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        n_val = int(round(len(members) * val_fraction))
-        val_index.extend(members[:n_val])
-        train_index.extend(members[n_val:])
-    return data.subset(sorted(train_index)), data.subset(sorted(val_index))
 
 
 @dataclass
@@ -356,47 +73,6 @@ def _recompute_batch_norm(model: nn.Module, images: torch.Tensor, batch_size: in
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.train(was_training)
-
-
-def localisation_penalty(
-    model: GapClassifier, features: torch.Tensor, masks: torch.Tensor, *, target: int = 1, margin_cells: int = 1
-) -> torch.Tensor:
-    """Mean over samples and feature cells of the CAM evidence for class ``target`` that lies
-    outside the lesion, of either sign: ``mean |M| * (1 - A)``, with
-    ``M = sum_k (w[target, k] - mean_c w[c, k]) F_k`` the evidence relative to the mean class
-    (what the softmax sees, so it cannot be moved into another class's map; see
-    :func:`centre_classifier`).
-
-    ``A`` marks the feature cells that hold at least one lesion voxel of ``masks`` (the model
-    grid max-pooled by the model's stride), and their neighbours up to ``margin_cells`` away
-    (the lesion's rim and the receptive field's blur). The penalty is in logit units: the part of the
-    target's score that comes from cells without lesion. For a study without lesions every cell
-    counts (the multiple-instance assumption: a study is positive because of some region).
-    Negative evidence counts too: were it free, a network can make all anatomy negative and
-    leave its maximum in the air around the patient, a map whose peak means nothing.
-    """
-    stride = model.config.stride
-    pool = nn.functional.max_pool3d if masks.dim() == 5 else nn.functional.max_pool2d
-    allowed = pool(masks.float(), kernel_size=stride, stride=stride, ceil_mode=True)
-    if margin_cells:
-        allowed = pool(allowed, kernel_size=2 * margin_cells + 1, stride=1, padding=margin_cells)
-    allowed = allowed[(slice(None), 0, *[slice(0, n) for n in features.shape[2:]])]
-    weights = model.classifier.weight
-    evidence = torch.einsum("k,nk...->n...", weights[target] - weights.mean(dim=0), features)
-    return (evidence.abs() * (1.0 - allowed)).mean()
-
-
-@torch.no_grad()
-def centre_classifier(model: GapClassifier) -> None:
-    """Subtract the mean over classes from the linear layer's weights and biases, in place.
-
-    The softmax is unchanged (every logit of a sample moves by the same amount), so predictions
-    are exactly the same; what changes is that each class's CAM becomes its evidence relative to
-    the mean class, instead of carrying an arbitrary share that cancels in the softmax. For two
-    classes, the lesion class's map is then half the logit difference's.
-    """
-    model.classifier.weight -= model.classifier.weight.mean(dim=0, keepdim=True)
-    model.classifier.bias -= model.classifier.bias.mean()
 
 
 @torch.no_grad()
@@ -452,7 +128,7 @@ def predict_probabilities(model: nn.Module, images: torch.Tensor, *, batch_size:
     return torch.cat(out).numpy()
 
 
-def _validate(model: nn.Module, val: TrainingData) -> tuple[ClassificationMetrics, float, dict[str, float]]:
+def validate(model: nn.Module, val: TrainingData) -> tuple[ClassificationMetrics, float, dict[str, float]]:
     """The validation metrics at threshold 0.5, the validation cross-entropy and the maps' figures."""
     probabilities = predict_probabilities(model, val.images)
     metrics = classification_metrics(val.labels.numpy() == 1, probabilities[:, 1])
@@ -583,7 +259,7 @@ def train_classifier(
         total_loss = total_penalty = 0.0
         weight_now = localisation_weight * min(1.0, (epoch - 1) / localisation_warmup if localisation_warmup else 1.0)
         batches = range(0, len(order), local_batch)
-        for first in _progress(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", enabled=progress):
+        for first in progress_bar(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", enabled=progress):
             index = order[first : first + local_batch]
             images, labels = train.images[index].float(), train.labels[index]
             masks = train.masks[index] if localisation_weight else None
@@ -610,7 +286,7 @@ def train_classifier(
         if not ranks.main:  # rank 0 validates and writes; the others go on to the next epoch
             continue
         total_loss, total_penalty = total_loss * ranks.world, total_penalty * ranks.world  # rank 0's share, scaled
-        metrics, val_loss, localisation = _validate(model, val)
+        metrics, val_loss, localisation = validate(model, val)
         history.append({"epoch": epoch, "train_loss": total_loss / len(train), "val_loss": val_loss, **metrics.to_dict()})
         if localisation_weight:
             history[-1]["localisation_penalty"] = total_penalty / len(train)
@@ -691,181 +367,3 @@ def _epoch_order(train: TrainingData, ranks, seed: int, epoch: int, generator: t
     return torch.stack([2 * chosen, 2 * chosen + 1], dim=1).flatten() if per_unit == 2 else chosen
 
 
-def train_synthetic_task(
-    task_name: str,
-    out: str | Path,
-    *,
-    n_pairs: int = 700,
-    n_val: int = 200,
-    seed: int = 0,
-    crop_size: Sequence[int] | None = None,
-    crop_epochs: int | None = None,
-    epochs: int | None = None,
-    batch_size: int = 16,
-    lr: float = 3e-3,
-    localisation_weight: float | None = None,
-    progress: bool = False,
-    log: Callable[[str], None] | None = None,
-) -> TrainingResult:
-    """The recipe of the bundled models: lesion-centred crops first, then whole volumes.
-
-    Stage 1 trains on crops of matched pairs (:func:`make_synthetic_crops`), where the lesion
-    is a sizeable part of the input; stage 2 fine-tunes the same network on the whole volumes
-    of those pairs, so its scores are calibrated for the input it will see. Validation uses
-    ``n_val`` independent studies drawn with ``seed + 1`` (not pairs, not crops).
-    ``crop_size`` defaults to half the model input per axis; ``crop_epochs``, ``epochs`` and
-    ``localisation_weight`` to the task's :data:`TASK_RECIPES` entry.
-    """
-    log = log or logger.info  # the caller's logging configuration decides what shows
-    preprocess_config, model_config, class_names = TASK_DEFAULTS[task_name]
-    recipe = TASK_RECIPES[task_name]
-    crop_epochs = int(recipe["crop_epochs"] if crop_epochs is None else crop_epochs)
-    epochs = int(recipe["epochs"] if epochs is None else epochs)
-    localisation_weight = float(recipe["localisation_weight"] if localisation_weight is None else localisation_weight)
-    crop = tuple(crop_size or (max(8, n // 2) for n in preprocess_config.spatial_size))
-    from medcam.data.tasks import get_task
-
-    modalities = (get_task(task_name).study(0, seed).modality,)
-    crops, volumes = make_synthetic_crops(task_name, n_pairs, seed, preprocess_config, crop, progress=progress)
-    val = make_synthetic_data(task_name, n_val, seed + 1, preprocess_config, progress=progress)
-    out = Path(out)
-    stage_one = out.with_name(out.name + ".crops.partial")
-    log(f"stage 1: {len(crops)} lesion-centred crops of {crop} voxels, {crop_epochs} epochs")
-    first = train_classifier(
-        crops, val, model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
-        out=stage_one, epochs=crop_epochs, batch_size=batch_size, lr=lr, seed=seed, select_by="auc",
-        localisation_weight=localisation_weight, localisation_warmup=min(int(recipe["localisation_warmup"]), max(crop_epochs - 1, 0)),
-        batch_norm_samples=int(recipe["batch_norm_samples"]) or None, modalities=modalities, progress=progress, log=log,
-    )
-    from medcam.models.checkpoint import load_checkpoint
-
-    state = load_checkpoint(stage_one).model.state_dict()
-    barrier()  # every rank has read it
-    if current_ranks().main:
-        stage_one.unlink()
-    log(f"stage 2: {len(volumes)} whole volumes, {epochs} epochs")
-    second = train_classifier(
-        volumes, val, model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
-        out=out, epochs=epochs, batch_size=batch_size, lr=lr / 3, seed=seed + 1, initial_state=state,
-        localisation_weight=localisation_weight, batch_norm_samples=int(recipe["batch_norm_samples"]) or None,
-        extra_summary={"recipe": "crops then whole volumes", "stage1": {"crops": len(crops), "crop_size": list(crop),
-                       "epochs": crop_epochs, "best_epoch": first.best_epoch, "seconds": round(first.seconds, 1)}},
-        modalities=modalities, progress=progress, log=log,
-    )
-    second.seconds += first.seconds
-    return second
-
-
-#: The manifest recipe's defaults: with lesion masks, the bundled 3D model's recipe (crops first,
-#: with the localisation loss; then whole volumes); with labels only, whole volumes throughout.
-#: ``crops`` is how many crops an epoch of the first stage holds at least (several per case on a
-#: small cohort): the network must see the lesions some hundred optimizer steps before the
-#: localisation loss reaches its full weight, or it learns to say nothing anywhere.
-MANIFEST_RECIPES: dict[str, dict[str, float]] = {
-    "masks": {"crop_epochs": 20, "epochs": 0, "localisation_weight": 0.5, "localisation_warmup": 10, "crops": 1400,
-              "crop_mm": 48.0},
-    "labels": {"crop_epochs": 0, "epochs": 40, "localisation_weight": 0.0, "localisation_warmup": 0, "crops": 0,
-               "crop_mm": 0.0},
-}
-
-
-def train_manifest(
-    manifest: str | Path,
-    out: str | Path,
-    *,
-    preprocess_config: PreprocessConfig,
-    model_config: ClassifierConfig,
-    class_names: Sequence[str],
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    crop_size: Sequence[int] | None = None,
-    crop_epochs: int | None = None,
-    epochs: int | None = None,
-    batch_size: int = 16,
-    lr: float = 3e-3,
-    localisation_weight: float | None = None,
-    modalities: Sequence[str] = (),
-    progress: bool = False,
-    log: Callable[[str], None] | None = None,
-) -> TrainingResult:
-    """Train on a user's cohort (:func:`load_manifest_data`), with lesion masks or labels only.
-
-    With a ``mask`` column: ``crop_epochs`` on lesion-centred crops (:func:`lesion_centred_crops`,
-    48 mm a side unless ``crop_size`` gives model voxels; several per case on a small cohort)
-    with the localisation loss rising over the first epochs and the best epoch chosen by the mean
-    of the validation AUC and CAM hit rate (validated on whole volumes); then, with ``epochs`` 0
-    (the default), the logit is calibrated to whole volumes (:func:`calibrate_binary`: the maps
-    are unchanged), or with ``epochs`` > 0, trained on whole volumes from those weights, chosen by
-    validation loss. With labels only, ``epochs`` on whole volumes. Defaults: :data:`MANIFEST_RECIPES`.
-
-    Small crops matter: a lesion of 6-20 mm is a few cells of a crop of half a 200 mm head but a
-    large part of a 48 mm crop, and the GAP mean sees it (brain MR cohort, ``benchmarks/RESULTS.md``:
-    whole-volume fine-tuning after the crops lost what they had learnt).
-    """
-    log = log or logger.info  # the caller's logging configuration decides what shows
-    data = load_manifest_data(manifest, preprocess_config, class_names, progress=progress)
-    train, val = split_data(data, val_fraction, seed)
-    num_classes = len(class_names)
-    log(f"training on {len(train)} cases {train.counts(num_classes)}, validating on {len(val)} {val.counts(num_classes)}"
-        f"{' with lesion masks' if data.masks is not None else ', labels only'}")
-    recipe = MANIFEST_RECIPES["masks" if data.masks is not None else "labels"]
-    crop_epochs = int(recipe["crop_epochs"] if crop_epochs is None else crop_epochs)
-    epochs = int(recipe["epochs"] if epochs is None else epochs)
-    weight = float(recipe["localisation_weight"] if localisation_weight is None else localisation_weight)
-    if (crop_epochs or weight) and data.masks is None:
-        raise TrainingError("lesion-centred crops and the localisation loss need a 'mask' column in the manifest")
-    common = dict(model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
-                  batch_size=batch_size, modalities=modalities, progress=progress, log=log)
-    out = Path(out)
-    state, extra, first = None, {"recipe": "whole volumes"}, None
-    if crop_epochs:
-        crop = tuple(crop_size or (min(n, max(8, round(recipe["crop_mm"] / s)))
-                                   for n, s in zip(preprocess_config.spatial_size, preprocess_config.spacing)))
-        crops = lesion_centred_crops(train, crop, seed, per_case=max(1, -(-int(recipe["crops"] or 1) // len(train))))
-        warmup = min(int(recipe["localisation_warmup"]), crop_epochs - 1) if weight else 0
-        stage_one = out.with_name(out.name + ".crops.partial")
-        log(f"stage 1: {len(crops)} lesion-centred crops of {crop} voxels, {crop_epochs} epochs")
-        first = train_classifier(crops, val, out=stage_one, epochs=crop_epochs, lr=lr, seed=seed, select_by="auc+hit",
-                                 localisation_weight=weight, localisation_warmup=warmup, **common)
-        from medcam.models.checkpoint import load_checkpoint
-
-        state = load_checkpoint(stage_one).model.state_dict()
-        barrier()  # every rank has read it
-        if current_ranks().main and epochs:
-            stage_one.unlink()
-        extra = {"recipe": "crops then whole volumes", "stage1": {"crops": len(crops), "crop_size": list(crop),
-                 "epochs": crop_epochs, "best_epoch": first.best_epoch, "seconds": round(first.seconds, 1)}}
-        if not epochs:
-            return _calibrated(stage_one, out, train, val, first, extra, batch_size=batch_size, log=log)
-        log(f"stage 2: {len(train)} whole volumes, {epochs} epochs")
-    result = train_classifier(train, val, out=out, epochs=epochs, lr=lr / 3 if state is not None else lr, seed=seed + 1,
-                              initial_state=state, localisation_weight=weight, extra_summary=extra, **common)
-    if first is not None:
-        result.seconds += first.seconds
-    return result
-
-
-def _calibrated(stage_one: Path, out: Path, train: TrainingData, val: TrainingData, first: TrainingResult,
-                extra: dict[str, Any], *, batch_size: int, log: Callable[[str], None]) -> TrainingResult:
-    """The crop stage's checkpoint with its logit calibrated on the whole training volumes
-    (:func:`calibrate_binary`), validated again and written to ``out`` (rank 0; the others wait)."""
-    from medcam.models.checkpoint import load_checkpoint
-
-    start, metrics = time.perf_counter(), None
-    if current_ranks().main:
-        checkpoint = load_checkpoint(stage_one)
-        model = checkpoint.model
-        a, b = calibrate_binary(model, train.images, train.labels, batch_size=batch_size)
-        metrics, val_loss, localisation = _validate(model, val)
-        training = {**checkpoint.metadata.get("training", {}), **extra,
-                    "recipe": "crops, then the logit calibrated on whole volumes"}
-        training["calibration"] = {"scale": round(a, 6), "shift": round(b, 6), "volumes": len(train)}
-        save_checkpoint(out, model, checkpoint.preprocess_config, checkpoint.class_names, training=training,
-                        metrics={"validation": metrics.to_dict(), "val_loss": val_loss, "localisation": localisation},
-                        modalities=tuple(checkpoint.metadata.get("modalities", ())))
-        stage_one.unlink()
-        hit = f"  hit rate {localisation['hit_rate']:.2f}" if "hit_rate" in localisation else ""
-        log(f"calibrated on {len(train)} whole volumes (logit x {a:.3g} {b:+.3g}): val loss {val_loss:.4f}  {metrics}{hit}")
-    barrier()
-    return TrainingResult(Path(out), metrics, first.best_epoch, first.history,
-                          first.seconds + time.perf_counter() - start)

@@ -16,7 +16,7 @@ from medcam.io import write_nifti  # noqa: E402
 from medcam.metrics.localisation import localisation_scores  # noqa: E402
 from medcam.models import ClassifierConfig, GapClassifier, load_checkpoint, load_model  # noqa: E402
 from medcam.models.checkpoint import save_checkpoint  # noqa: E402
-from medcam.models.training import train_manifest  # noqa: E402
+from medcam.models.recipes import train_manifest  # noqa: E402
 from medcam.transforms import PreprocessConfig  # noqa: E402
 
 LESIONS = dict(diameter_range=(16.0, 20.0), contrast_range=(0.6, 0.8), resolution=2)

@@ -11,7 +11,9 @@ import pytest
 
 from medcam.metrics.classification import roc_auc
 from medcam.models import load_checkpoint
-from medcam.models.training import TASK_DEFAULTS, make_synthetic_data, predict_probabilities
+from medcam.models.recipes import TASK_DEFAULTS
+from medcam.models.training import predict_probabilities
+from medcam.models.training_data import make_synthetic_data
 
 TRAIN = ["train", "--synthetic", "cr2d", "--pairs", "200", "--n-val", "100", "--crop-epochs", "6", "--epochs", "2",
          "--batch-size", "16", "--seed", "0", "--quiet"]

@@ -7,18 +7,9 @@ import pytest
 import torch
 
 from medcam.models import ClassifierConfig, GapClassifier, load_checkpoint
-from medcam.models.training import (
-    TrainingData,
-    TrainingError,
-    calibrate_binary,
-    centre_classifier,
-    load_manifest_data,
-    localisation_penalty,
-    make_synthetic_crops,
-    make_synthetic_data,
-    split_data,
-    train_classifier,
-)
+from medcam.models.losses import centre_classifier, localisation_penalty
+from medcam.models.training import TrainingError, calibrate_binary, train_classifier
+from medcam.models.training_data import TrainingData, load_manifest_data, make_synthetic_crops, make_synthetic_data, split_data
 from medcam.transforms import PreprocessConfig
 from tests.conftest import TINY_PREPROCESS as PREPROCESS
 
@@ -258,7 +249,7 @@ def test_training_with_the_localisation_loss_moves_evidence_onto_the_lesion(tmp_
 
 def test_synthetic_crops_carry_their_lesion_masks_on_the_model_grid():
     from medcam.data.tasks import get_task
-    from medcam.models.training import TASK_DEFAULTS
+    from medcam.models.recipes import TASK_DEFAULTS
     from medcam.transforms import model_geometry, preprocess
 
     config = TASK_DEFAULTS["ct3d"][0]
@@ -314,7 +305,7 @@ def test_a_mask_on_another_grid_reaches_the_model_grid_through_world_coordinates
 
 
 def test_lesion_centred_crops_hold_the_lesion():
-    from medcam.models.training import lesion_centred_crops
+    from medcam.models.training_data import lesion_centred_crops
 
     images = torch.randn(4, 1, 32, 24, 12)
     masks = torch.zeros(4, 1, 32, 24, 12, dtype=torch.bool)
