@@ -40,9 +40,9 @@ def make_series(folder: Path, size: tuple[int, int, int]) -> None:
     """A CT-like series of ``size`` voxels: a small phantom upsampled, with fresh noise."""
     from scipy.ndimage import zoom
 
-    from medcam.data import ct_abdomen_scene, make_study, write_dicom_series
-    from medcam.data.phantoms import axial_geometry
     from medcam.geometry import Volume
+    from medcam.synthetic import ct_abdomen_scene, make_study, write_dicom_series
+    from medcam.synthetic.phantoms import axial_geometry
 
     fov = (380.0, 380.0, 1.5 * size[2])
     small_shape = (96, 96, max(8, size[2] // 4))

@@ -3,7 +3,7 @@
     python benchmarks/bench_training.py --n-train 240 --n-test 48            # with masks, then labels only
     python benchmarks/bench_training.py --modes masks --n-train 40 --n-test 16 --crop-epochs 4 --epochs 2
 
-The cohort is :func:`medcam.data.anatomy.brain_mr_case` (nilearn's MNI152 T1 head under random
+The cohort is :func:`medcam.synthetic.anatomy.brain_mr_case` (nilearn's MNI152 T1 head under random
 rigid poses, scanner grids of random plane, axis order and direction, 1-2 mm pixels, 3-5 mm
 slices, bias field, noise; 6-20 mm hyper- or hypo-intense lesions in half the cases), written to
 NIfTI files with a manifest, as a research group would have it; a quarter of the masks lie on a
@@ -25,12 +25,12 @@ import numpy as np
 
 
 def held_out_scores(checkpoint: Path, n: int, seed: int) -> dict:
-    from medcam.data.anatomy import brain_mr_case
     from medcam.evaluation import bootstrap_ci
     from medcam.explanation import explain
     from medcam.metrics.classification import roc_auc
     from medcam.metrics.localisation import localisation_scores
     from medcam.models import load_model
+    from medcam.synthetic.anatomy import brain_mr_case
 
     model = load_model(checkpoint)
     labels, probabilities, hits, energies, distances, diameters = [], [], [], [], [], []
@@ -99,7 +99,7 @@ def main() -> None:
         if args.work is not None and (cohort / "with_masks.csv").is_file():  # a cohort this command wrote before
             manifests = {"masks": cohort / "with_masks.csv", "labels": cohort / "labels_only.csv"}
         else:
-            from medcam.data.anatomy import write_brain_mr_cohort
+            from medcam.synthetic.anatomy import write_brain_mr_cohort
 
             manifests = dict(zip(("masks", "labels"), write_brain_mr_cohort(cohort, args.n_train, args.seed)))
         written = time.perf_counter() - start

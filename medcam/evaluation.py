@@ -23,7 +23,7 @@ __all__ = ["synthetic_cases", "manifest_cases", "evaluate", "bootstrap_ci", "pro
 
 def synthetic_cases(task_name: str, n: int, seed: int) -> Iterator[Study]:
     """``n`` lesion-positive studies of a synthetic task drawn with ``seed``."""
-    from medcam.data.tasks import get_task
+    from medcam.synthetic.tasks import get_task
 
     task = get_task(task_name)
     for index in range(n):

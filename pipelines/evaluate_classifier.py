@@ -9,11 +9,11 @@ import argparse
 
 import numpy as np
 
-from medcam.data.tasks import get_task
 from medcam.metrics import classification_metrics, roc_auc
 from medcam.models import load_checkpoint
 from medcam.models.training import predict_probabilities
 from medcam.models.training_data import make_synthetic_data
+from medcam.synthetic.tasks import get_task
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ The generator and its seed are the record: the same seed writes the same cohort.
 import argparse
 from pathlib import Path
 
-from medcam.data.anatomy import write_brain_mr_cohort
+from medcam.synthetic.anatomy import write_brain_mr_cohort
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ Composed only of library calls; see ``sample_data/README.md`` for what it writes
 
 import sys
 
-from medcam.data.sample import main
+from medcam.synthetic.sample import main
 
 if __name__ == "__main__":
     main(sys.argv[1:])

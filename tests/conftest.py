@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medcam.data import axial_geometry, ct_abdomen_scene, make_study, mr_head_scene, write_dicom_series
 from medcam.io import write_nifti
+from medcam.synthetic import axial_geometry, ct_abdomen_scene, make_study, mr_head_scene, write_dicom_series
 from medcam.transforms import PreprocessConfig
 
 #: Model grid of the tiny training cohort (the cohort's own grid).

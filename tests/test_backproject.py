@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from medcam.backproject import to_source_grid
-from medcam.data import axial_geometry, radiograph_geometry, write_dicom_series
 from medcam.errors import GeometryError
 from medcam.geometry import ImageGeometry, Volume, affine_lps_to_ras
 from medcam.io import read_dicom_series, read_nifti, write_nifti
+from medcam.synthetic import axial_geometry, radiograph_geometry, write_dicom_series
 from medcam.transforms import PreprocessConfig, preprocess
 from tests.conftest import gaussian_blob
 

@@ -43,7 +43,7 @@ def test_3d_model_detects_the_bundled_lesions_and_cam_points_at_them(ct3d, study
 
 def test_3d_model_cam_peak_inside_a_large_synthetic_lesion(ct3d):
     """A large liver lesion (radius 15-16 mm, +-70-80 HU): the CAM peak lies inside its mask."""
-    from medcam.data import axial_geometry, ct_abdomen_scene, make_study
+    from medcam.synthetic import axial_geometry, ct_abdomen_scene, make_study
 
     scene = ct_abdomen_scene(np.random.default_rng(6), n_lesions=1, radius_range=(15.0, 16.0), contrast_range=(70.0, 80.0))
     study = make_study(scene, axial_geometry((96, 96, 40), (4.0, 4.0, 5.0)), seed=6)

@@ -8,7 +8,7 @@ import pytest
 
 from medcam import __version__
 from medcam.cli import main
-from medcam.data import StudyInfo, axial_geometry, ct_abdomen_scene, make_study, write_dicom_series
+from medcam.synthetic import StudyInfo, axial_geometry, ct_abdomen_scene, make_study, write_dicom_series
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 

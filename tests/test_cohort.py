@@ -9,9 +9,9 @@ import pytest
 
 from medcam.cli import main
 from medcam.cohort import find_cases, run_cohort
-from medcam.data import StudyInfo, axial_geometry, ct_abdomen_scene, make_study, write_dicom_series
 from medcam.io import write_nifti
 from medcam.models import load_checkpoint
+from medcam.synthetic import StudyInfo, axial_geometry, ct_abdomen_scene, make_study, write_dicom_series
 
 
 @pytest.fixture

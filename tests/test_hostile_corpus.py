@@ -20,9 +20,9 @@ import pytest
 import torch
 
 from medcam.cli import main
-from medcam.data import axial_geometry, write_dicom_series
 from medcam.errors import ImageReadError
 from medcam.geometry import Volume
+from medcam.synthetic import axial_geometry, write_dicom_series
 from tests.conftest import tree_hash
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,10 +21,10 @@ import torch
 
 from medcam.cli import _part, build_parser, main
 from medcam.cohort import find_cases, manifest_name, run_cohort, shard
-from medcam.data import axial_geometry, ct_abdomen_scene, make_study, write_dicom_series
 from medcam.errors import MedcamError
 from medcam.io import write_nifti
 from medcam.models import ClassifierConfig, GapClassifier, from_module, load_model
+from medcam.synthetic import axial_geometry, ct_abdomen_scene, make_study, write_dicom_series
 from medcam.transforms import PreprocessConfig, build_transform
 
 FORMATS = "nifti,pm"

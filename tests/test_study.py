@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medcam.data import write_dicom_series
 from medcam.errors import ImageReadError
 from medcam.io import read_dicom_series, write_nifti
 from medcam.study import Study, read_study, safe_case_id
+from medcam.synthetic import write_dicom_series
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medcam.data import axial_geometry, radiograph_geometry
 from medcam.errors import GeometryError
 from medcam.geometry import Volume
 from medcam.io import read_volume
+from medcam.synthetic import axial_geometry, radiograph_geometry
 from medcam.transforms import PreprocessConfig, build_transform, model_geometry, preprocess
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
@@ -121,10 +121,10 @@ def test_one_study_one_answer_as_dicom_and_as_its_nifti_twin(tmp_path):
     (MONAI's Spacing would align one on its corner and the other on its centre) and the same map."""
     import torch
 
-    from medcam.data import axial_geometry, write_dicom_series
     from medcam.explanation import explain
     from medcam.io import read_dicom_series, read_nifti, write_nifti
     from medcam.models import ClassifierConfig, GapClassifier, from_module
+    from medcam.synthetic import axial_geometry, write_dicom_series
     from tests.conftest import gaussian_blob
 
     geometry = axial_geometry((40, 36, 20), (4.0, 4.5, 5.0), rotation_deg=(12.0, -7.0, 20.0))

@@ -104,7 +104,7 @@ def train_synthetic_task(
     epochs = int(recipe["epochs"] if epochs is None else epochs)
     localisation_weight = float(recipe["localisation_weight"] if localisation_weight is None else localisation_weight)
     crop = tuple(crop_size or (max(8, n // 2) for n in preprocess_config.spatial_size))
-    from medcam.data.tasks import get_task
+    from medcam.synthetic.tasks import get_task
 
     modalities = (get_task(task_name).study(0, seed).modality,)
     crops, volumes = make_synthetic_crops(task_name, n_pairs, seed, preprocess_config, crop, progress=progress)

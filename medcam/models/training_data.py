@@ -57,12 +57,12 @@ def progress_bar(iterable, *, total: int, desc: str, enabled: bool):
 def make_synthetic_data(
     task_name: str, n: int, seed: int, config: PreprocessConfig, *, matched_pairs: bool = False, progress: bool = False
 ) -> TrainingData:
-    """Generate ``n`` studies of a synthetic task (see :mod:`medcam.data.tasks`) and preprocess them.
+    """Generate ``n`` studies of a synthetic task (see :mod:`medcam.synthetic.tasks`) and preprocess them.
 
     With ``matched_pairs`` the ``n`` studies are ``n // 2`` pairs, each a study with lesions and
     the same patient and noise without (:meth:`SyntheticTask.matched_pair`).
     """
-    from medcam.data.tasks import get_task
+    from medcam.synthetic.tasks import get_task
 
     task = get_task(task_name)
     transform = build_transform(config)
@@ -102,8 +102,8 @@ def make_synthetic_crops(
     Returns ``(crops, volumes)``; both hold ``2 * n_pairs`` samples, half positive, with their
     lesion masks on the model grid (every voxel of the model grid the lesion touches).
     """
-    from medcam.data.tasks import get_task
     from medcam.geometry import resample_to
+    from medcam.synthetic.tasks import get_task
     from medcam.transforms import model_geometry
 
     task = get_task(task_name)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from medcam.data.anatomy import brain_mr_case, template
+from medcam.synthetic.anatomy import brain_mr_case, template
 
 pytest.importorskip("nilearn", reason="the anatomy cohort needs nilearn, in the test extra")
 

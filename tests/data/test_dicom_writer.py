@@ -4,7 +4,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from medcam.data import (
+from medcam.synthetic import (
     StudyInfo,
     axial_geometry,
     chest_radiograph_scene,

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from medcam.data import (
+from medcam.geometry import ras_to_lps
+from medcam.synthetic import (
     axial_geometry,
     chest_radiograph_scene,
     ct_abdomen_scene,
@@ -9,7 +10,6 @@ from medcam.data import (
     mr_head_scene,
     radiograph_geometry,
 )
-from medcam.geometry import ras_to_lps
 
 
 def test_same_seed_same_study_different_seed_different_study():

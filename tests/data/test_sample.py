@@ -1,4 +1,4 @@
-"""The bundled sample data is what `python -m medcam.data.sample` makes, and reads back correctly."""
+"""The bundled sample data is what `python -m medcam.synthetic.sample` makes, and reads back correctly."""
 
 import csv
 from pathlib import Path
@@ -7,9 +7,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from medcam.data.sample import make_sample_data
 from medcam.geometry import lps_to_ras
 from medcam.io import find_series, read_dicom_series, read_nifti, read_volume
+from medcam.synthetic.sample import make_sample_data
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from medcam.cohort import run_cohort
-from medcam.data import write_dicom_series
 from medcam.explanation import Explanation, explain
 from medcam.export.case import request_seed, write_case_outputs
 from medcam.models import ClassifierConfig, GapClassifier, from_module
+from medcam.synthetic import write_dicom_series
 from medcam.transforms import PreprocessConfig, build_transform
 
 REQUEST = {"source": "1.2.3", "model": "ab" * 32, "method": "cam", "layer": "features", "target": 1, "medcam": "0.1.0"}

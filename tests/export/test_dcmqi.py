@@ -13,12 +13,12 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from medcam.data import write_dicom_series
 from medcam.export.nifti import write_heatmap_nifti
 from medcam.export.parametric_map import write_parametric_map
 from medcam.export.seg import write_segmentation
 from medcam.geometry import Volume
 from medcam.io import read_dicom_series
+from medcam.synthetic import write_dicom_series
 from tests.conftest import gaussian_blob
 from tests.export.test_geometry_acceptance import CASES
 

@@ -9,7 +9,6 @@ import numpy as np
 import pydicom
 import pytest
 
-from medcam.data import axial_geometry, ct_abdomen_scene, make_study, write_dicom_series
 from medcam.errors import ExportError
 from medcam.explanation import explain
 from medcam.export.nifti import write_heatmap_nifti
@@ -26,6 +25,7 @@ from medcam.models import (
     load_checkpoint,
     save_checkpoint,
 )
+from medcam.synthetic import axial_geometry, ct_abdomen_scene, make_study, write_dicom_series
 from medcam.transforms import PreprocessConfig
 from tests.conftest import _tool, tree_hash
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from medcam.data import write_dicom_series
 from medcam.export.figures import _draw_overlay, anatomical_views
 from medcam.geometry import ImageGeometry, Volume
 from medcam.io import read_dicom_series, read_nifti, write_nifti
+from medcam.synthetic import write_dicom_series
 
 SPACING = np.array([2.0, 3.0, 4.0])
 BLOBS_RAS = {"right": (40.0, 0.0, 0.0), "anterior": (0.0, 40.0, 0.0), "superior": (0.0, 0.0, 40.0)}

@@ -10,12 +10,12 @@ import pytest
 from matplotlib import colormaps
 
 from medcam.backproject import to_source_grid
-from medcam.data import axial_geometry, radiograph_geometry, write_dicom_image, write_dicom_series
 from medcam.export.nifti import write_heatmap_nifti
 from medcam.export.parametric_map import write_parametric_map
 from medcam.export.secondary_capture import write_secondary_capture
 from medcam.geometry import ImageGeometry, Volume, affine_lps_to_ras, lps_to_ras
 from medcam.io import read_dicom_series, read_nifti, write_nifti
+from medcam.synthetic import axial_geometry, radiograph_geometry, write_dicom_image, write_dicom_series
 from medcam.transforms import PreprocessConfig, preprocess
 from tests.bundles import write_bundle
 from tests.conftest import gaussian_blob

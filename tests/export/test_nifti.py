@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from medcam.data import axial_geometry
 from medcam.export.nifti import write_heatmap_nifti
 from medcam.geometry import Volume, ras_to_lps
 from medcam.io import write_nifti
+from medcam.synthetic import axial_geometry
 
 
 def _map(geometry):

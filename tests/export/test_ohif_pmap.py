@@ -25,10 +25,10 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import UID
 
-from medcam.data import write_dicom_series
 from medcam.export.parametric_map import write_parametric_map
 from medcam.geometry import Volume
 from medcam.io import read_dicom_series
+from medcam.synthetic import write_dicom_series
 from tests.conftest import gaussian_blob
 from tests.export.test_geometry_acceptance import CASES
 

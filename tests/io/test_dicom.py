@@ -7,10 +7,10 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from medcam.data import axial_geometry, make_study, write_dicom_series
 from medcam.errors import DicomSeriesError, MedcamWarning
 from medcam.geometry import ImageGeometry, Volume, affine_lps_to_ras, lps_to_ras, ras_to_lps
 from medcam.io import read_dicom_series
+from medcam.synthetic import axial_geometry, make_study, write_dicom_series
 from tests.conftest import tree_hash
 
 
@@ -108,7 +108,7 @@ def _lps_grid(axes_lps, spacing, shape, origin_lps):
     ids=["sagittal", "coronal"],
 )
 def test_sagittal_and_coronal_stacks(tmp_path, axes_lps, orientation):
-    from medcam.data import mr_head_scene
+    from medcam.synthetic import mr_head_scene
 
     geometry = _lps_grid(axes_lps, (6.0, 5.0, 7.0), (30, 36, 9), [-90.0, -100.0, 90.0])
     study = make_study(mr_head_scene(np.random.default_rng(3)), geometry, seed=3)
@@ -124,7 +124,7 @@ def test_sagittal_and_coronal_stacks(tmp_path, axes_lps, orientation):
 
 def test_stack_advancing_against_the_normal_is_read_in_normal_order(tmp_path):
     """Slices written along -normal come back with k reversed: same voxels, same places."""
-    from medcam.data import mr_head_scene
+    from medcam.synthetic import mr_head_scene
 
     written = _lps_grid(([0, 1, 0], [0, 0, -1], [1, 0, 0]), (6.0, 5.0, 7.0), (30, 36, 9), [-30.0, -100.0, 90.0])
     study = make_study(mr_head_scene(np.random.default_rng(5)), written, seed=5)
@@ -139,7 +139,7 @@ def test_stack_advancing_against_the_normal_is_read_in_normal_order(tmp_path):
 
 
 def test_gantry_tilt_keeps_the_sheared_geometry(tmp_path):
-    from medcam.data import ct_abdomen_scene
+    from medcam.synthetic import ct_abdomen_scene
 
     geometry = axial_geometry((32, 32, 14), (8.0, 8.0, 5.0), tilt_deg=15.0)
     study = make_study(ct_abdomen_scene(np.random.default_rng(4)), geometry, seed=4)

@@ -4,9 +4,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from medcam.data import chest_radiograph_scene, make_study, radiograph_geometry, write_dicom_image
 from medcam.geometry import lps_to_ras
 from medcam.io import read_dicom_series
+from medcam.synthetic import chest_radiograph_scene, make_study, radiograph_geometry, write_dicom_image
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import BasicTextSRStorage, ExplicitVRLittleEndian, GrayscaleSoftcopyPresentationStateStorage, generate_uid
 
-from medcam.data import StudyInfo, write_dicom_series
 from medcam.errors import DicomSeriesError, ImageReadError
 from medcam.io import find_series, read_dicom_series
+from medcam.synthetic import StudyInfo, write_dicom_series
 
 
 def _non_image(path, sop_class, modality):

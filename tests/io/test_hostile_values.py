@@ -8,10 +8,10 @@ import pydicom
 import pytest
 
 from medcam.cli import main
-from medcam.data import axial_geometry, write_dicom_series
 from medcam.errors import ImageReadError
 from medcam.geometry import Volume
 from medcam.io import read_dicom_series, read_nifti
+from medcam.synthetic import axial_geometry, write_dicom_series
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ import pydicom
 import pytest
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImage, LoadImaged
 
-from medcam.data import axial_geometry, write_dicom_series
 from medcam.io import MedcamReader, write_nifti
 from medcam.study import read_study
+from medcam.synthetic import axial_geometry, write_dicom_series
 from tests.conftest import gaussian_blob
 
 

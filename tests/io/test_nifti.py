@@ -87,7 +87,7 @@ def test_integer_output_is_rounded(tmp_path):
 
 
 def test_read_volume_dispatches_and_leaves_inputs_alone(tmp_path, ct_study):
-    from medcam.data import write_dicom_series
+    from medcam.synthetic import write_dicom_series
 
     write_dicom_series(ct_study.volume, tmp_path / "in" / "dicom")
     write_nifti(ct_study.volume, tmp_path / "in" / "ct.nii.gz")

@@ -10,13 +10,13 @@ import torch
 
 pytest.importorskip("nilearn", reason="the anatomy cohort needs nilearn, in the test extra")
 
-from medcam.data.anatomy import brain_mr_case  # noqa: E402
 from medcam.explanation import explain  # noqa: E402
 from medcam.io import write_nifti  # noqa: E402
 from medcam.metrics.localisation import localisation_scores  # noqa: E402
 from medcam.models import ClassifierConfig, GapClassifier, load_checkpoint, load_model  # noqa: E402
 from medcam.models.checkpoint import save_checkpoint  # noqa: E402
 from medcam.models.recipes import train_manifest  # noqa: E402
+from medcam.synthetic.anatomy import brain_mr_case  # noqa: E402
 from medcam.transforms import PreprocessConfig  # noqa: E402
 
 LESIONS = dict(diameter_range=(16.0, 20.0), contrast_range=(0.6, 0.8), resolution=2)

@@ -248,8 +248,8 @@ def test_training_with_the_localisation_loss_moves_evidence_onto_the_lesion(tmp_
 
 
 def test_synthetic_crops_carry_their_lesion_masks_on_the_model_grid():
-    from medcam.data.tasks import get_task
     from medcam.models.recipes import TASK_DEFAULTS
+    from medcam.synthetic.tasks import get_task
     from medcam.transforms import model_geometry, preprocess
 
     config = TASK_DEFAULTS["ct3d"][0]

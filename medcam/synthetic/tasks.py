@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from medcam.data.phantoms import (
+from medcam.errors import ConfigError
+from medcam.synthetic.phantoms import (
     SyntheticStudy,
     axial_geometry,
     chest_radiograph_scene,
@@ -20,7 +21,6 @@ from medcam.data.phantoms import (
     make_study,
     radiograph_geometry,
 )
-from medcam.errors import ConfigError
 
 __all__ = ["SyntheticTask", "TASKS", "get_task"]
 

@@ -1,4 +1,4 @@
-"""Regenerate the bundled sample studies deterministically: ``python -m medcam.data.sample OUT_DIR``.
+"""Regenerate the bundled sample studies deterministically: ``python -m medcam.synthetic.sample OUT_DIR``.
 
 Studies (every UID, every voxel is a function of the fixed seeds below):
 
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medcam.data.dicom_writer import StudyInfo, write_dicom_image, write_dicom_series
-from medcam.data.phantoms import (
+from medcam.io.nifti import write_nifti
+from medcam.synthetic.dicom_writer import StudyInfo, write_dicom_image, write_dicom_series
+from medcam.synthetic.phantoms import (
     SyntheticStudy,
     axial_geometry,
     chest_radiograph_scene,
@@ -32,7 +33,6 @@ from medcam.data.phantoms import (
     mr_head_scene,
     radiograph_geometry,
 )
-from medcam.io.nifti import write_nifti
 
 __all__ = ["SAMPLE_STUDIES", "make_sample_data"]
 

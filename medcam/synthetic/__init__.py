@@ -1,7 +1,7 @@
 """Synthetic studies with known lesions, and writers that turn them into DICOM and NIfTI files."""
 
-from medcam.data.dicom_writer import StudyInfo, write_dicom_image, write_dicom_series
-from medcam.data.phantoms import (
+from medcam.synthetic.dicom_writer import StudyInfo, write_dicom_image, write_dicom_series
+from medcam.synthetic.phantoms import (
     Lesion,
     Scene,
     SyntheticStudy,
