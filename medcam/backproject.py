@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from medcam.errors import GeometryError
-from medcam.geometry import ImageGeometry, Volume, resample_to
-from medcam.transforms import model_geometry
+from medcam.geometry import ImageGeometry, Volume, model_geometry, resample_to
 
 __all__ = ["to_source_grid"]
 

@@ -44,6 +44,7 @@ __all__ = [
     "axis_cosine",
     "orthogonal_axes",
     "resample_to",
+    "model_geometry",
 ]
 
 #: Voxels interpolated per chunk when resampling: bounds the temporary arrays to about 100 MB.
@@ -477,3 +478,16 @@ def resample_to(volume: Volume, target: ImageGeometry, *, order: int = 1, fill: 
         values[~inside] = fill
         out[:, :, k0 : k0 + len(ks)] = values.reshape(len(ks), ni, nj).transpose(1, 2, 0)
     return Volume(out, target)
+
+
+def model_geometry(tensor) -> ImageGeometry:
+    """The model grid of a preprocessed ``MetaTensor`` ``(C, *spatial)`` (anything with ``shape`` and a
+    RAS ``affine``) as an :class:`ImageGeometry`.
+
+    A 2D grid becomes one slice whose third axis is the source's (slice thickness) axis.
+    """
+    spatial = tuple(int(n) for n in tensor.shape[1:])
+    if len(spatial) == 2:
+        spatial = (*spatial, 1)
+    affine = np.asarray(tensor.affine.detach().cpu().numpy() if hasattr(tensor.affine, "detach") else tensor.affine, dtype=float)
+    return ImageGeometry((int(spatial[0]), int(spatial[1]), int(spatial[2])), affine)

@@ -3,7 +3,7 @@
 The result is a MONAI ``MetaTensor`` of shape ``(1, *spatial)`` whose ``.affine`` maps model
 voxel indices to the same RAS millimetres as the source volume's affine. Every spatial step
 (orientation, spacing, pad/crop, resize) is affine, so that one matrix is all the geometry
-needed to put a model-grid heatmap back on the scanner grid (:func:`model_geometry`).
+needed to put a model-grid heatmap back on the scanner grid (:func:`medcam.geometry.model_geometry`).
 
 A :class:`PreprocessConfig` is stored in every checkpoint so inference reproduces training.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from medcam.errors import CheckpointError, ConfigError, GeometryError
-from medcam.geometry import ImageGeometry, Volume, orthogonal_axes
+from medcam.geometry import Volume, model_geometry, orthogonal_axes
 
 __all__ = ["PreprocessConfig", "build_transform", "to_meta_tensor", "preprocess", "run_transform", "model_geometry"]
 
@@ -211,15 +211,3 @@ def run_transform(transform, data):
     for step in steps:
         data = apply_transform(step, data)
     return data
-
-
-def model_geometry(tensor) -> ImageGeometry:
-    """The model grid of a preprocessed ``MetaTensor`` ``(C, *spatial)`` as an :class:`ImageGeometry`.
-
-    A 2D grid becomes one slice whose third axis is the source's (slice thickness) axis.
-    """
-    spatial = tuple(int(n) for n in tensor.shape[1:])
-    if len(spatial) == 2:
-        spatial = (*spatial, 1)
-    affine = np.asarray(tensor.affine.detach().cpu().numpy() if hasattr(tensor.affine, "detach") else tensor.affine, dtype=float)
-    return ImageGeometry((int(spatial[0]), int(spatial[1]), int(spatial[2])), affine)

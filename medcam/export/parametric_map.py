@@ -23,6 +23,7 @@ from medcam.export.outputs import (
     derived_object_identity,
     set_dimension_organization_uid,
 )
+from medcam.export.part10 import long_element_header
 from medcam.export.source_planes import (
     align_frames_with_sources,
     highdicom_geometry,
@@ -31,7 +32,6 @@ from medcam.export.source_planes import (
 )
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
-from medcam.io.dicom_meta import long_element_header
 
 __all__ = ["write_parametric_map"]
 

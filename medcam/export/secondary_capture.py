@@ -19,10 +19,10 @@ from medcam import __version__
 from medcam.errors import ExportError
 from medcam.export.outputs import SERIES_NUMBERS, UidFactory, atomic_output
 from medcam.export.overlay import blend, legend_panel, source_window, window_to_levels
+from medcam.export.part10 import set_file_meta
 from medcam.export.source_planes import SourcePlane, source_planes, source_reference
 from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
-from medcam.io.dicom_meta import set_file_meta
 
 __all__ = ["write_secondary_capture"]
 

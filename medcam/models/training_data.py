@@ -102,9 +102,8 @@ def make_synthetic_crops(
     Returns ``(crops, volumes)``; both hold ``2 * n_pairs`` samples, half positive, with their
     lesion masks on the model grid (every voxel of the model grid the lesion touches).
     """
-    from medcam.geometry import resample_to
+    from medcam.geometry import model_geometry, resample_to
     from medcam.synthetic.tasks import get_task
-    from medcam.transforms import model_geometry
 
     task = get_task(task_name)
     transform = build_transform(config)
@@ -155,10 +154,9 @@ def load_manifest_data(
     touches), as the localisation loss and the lesion-centred crops need. Every problem names
     its row.
     """
-    from medcam.geometry import Volume, resample_to
+    from medcam.geometry import Volume, model_geometry, resample_to
     from medcam.io.tables import read_table, table_path
     from medcam.study import read_study
-    from medcam.transforms import model_geometry
 
     manifest = Path(manifest)
     try:

@@ -30,8 +30,8 @@ from pydicom.uid import (
 from pydicom.valuerep import format_number_as_ds
 
 from medcam.errors import ConfigError
+from medcam.export.part10 import set_file_meta
 from medcam.geometry import Volume
-from medcam.io.dicom_meta import set_file_meta
 
 __all__ = ["StudyInfo", "write_dicom_series", "write_dicom_image"]
 

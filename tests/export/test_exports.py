@@ -384,7 +384,7 @@ def test_parametric_map_frames_are_appended_in_the_objects_order(tmp_path, trail
     from pydicom.uid import ParametricMapStorage
 
     from medcam.export.parametric_map import _save
-    from medcam.io.dicom_meta import set_file_meta
+    from medcam.export.part10 import set_file_meta
 
     pixels = np.arange(3 * 2 * 4, dtype=np.float32).reshape(3, 2, 4)
     frame_slices = [2, 0, 1]

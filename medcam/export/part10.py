@@ -1,5 +1,6 @@
-"""File meta information, and element headers, for DICOM objects medcam writes itself (Explicit VR
-Little Endian)."""
+"""DICOM Part 10 encoding for the objects medcam writes itself (the overlay series, the Parametric
+Map's pixel data, the synthetic test series): file meta information and long element headers,
+Explicit VR Little Endian. The readers are in :mod:`medcam.io`."""
 
 from __future__ import annotations
 
