@@ -196,9 +196,9 @@ def explain(
 
     Parameters
     ----------
-    model : ExplainableModel, Checkpoint or path
+    model : ExplainableModel, Checkpoint or a path
         :func:`medcam.load_model` (medcam checkpoint, MONAI Bundle) or :func:`medcam.from_module`.
-    study : Study, path, DicomSeries or Volume
+    study : Study, a path, DicomSeries or Volume
     method : str
         "cam" (exact, for a global-average-pooling + linear head), "gradcam", "gradcam++",
         "xgradcam", "layercam", "hirescam" or "scorecam".

@@ -14,7 +14,7 @@ from torch import nn
 
 from medcam.errors import CamError
 
-__all__ = ["CamError", "CamResult", "CamExtractor", "resolve_layer", "resolve_targets", "upsample", "weighted_sum"]
+__all__ = ["CamResult", "CamExtractor", "resolve_layer", "resolve_targets", "upsample", "weighted_sum"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,7 +126,7 @@ def _upsample_axis(x: torch.Tensor, dim: int, factor: int) -> torch.Tensor:
 
 def weighted_sum(weights: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
     """``sum_k w_k A_k(s)`` for per-sample channel weights (N, K) or (N, K, 1, ...) and an
-    activation (N, K, *S): one batched matrix product, no (N, K, *S) temporary."""
+    activation ``(N, K, *S)``: one batched matrix product, no ``(N, K, *S)`` temporary."""
     n, k = activation.shape[:2]
     return torch.bmm(weights.reshape(n, 1, k), activation.reshape(n, k, -1)).reshape(n, *activation.shape[2:])
 

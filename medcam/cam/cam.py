@@ -1,6 +1,6 @@
 """CAM (Zhou et al., "Learning Deep Features for Discriminative Localization", CVPR 2016).
 
-For a network whose last feature maps ``F`` (N, K, *S) feed global average pooling and one
+For a network whose last feature maps ``F`` ``(N, K, *S)`` feed global average pooling and one
 linear layer ``(W, b)``, the score of class ``c`` is ``y_c = b_c + sum_k W[c, k] mean_s F_k(s)``,
 so ``M_c(s) = sum_k W[c, k] F_k(s)`` decomposes it exactly: ``mean_s M_c(s) + b_c = y_c``.
 One forward pass, no gradients, no hooks when the model returns its features
@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from medcam.cam.base import CamError, CamExtractor, resolve_layer, weighted_sum
+from medcam.cam.base import CamExtractor, resolve_layer, weighted_sum
 from medcam.cam.head import check_exact
+from medcam.errors import CamError
 
 __all__ = ["CAM"]
 

@@ -1,4 +1,4 @@
-"""The Grad-CAM family: maps from the target layer's activation ``A`` (N, K, *S) and the gradient
+"""The Grad-CAM family: maps from the target layer's activation ``A`` ``(N, K, *S)`` and the gradient
 ``G = dy_c / dA`` of the target class score. Raw maps: no ReLU, no normalisation (the papers
 rectify; use :func:`medcam.cam.normalize` for that).
 """
@@ -13,7 +13,7 @@ __all__ = ["GradCAM", "GradCAMPlusPlus", "XGradCAM", "LayerCAM", "HiResCAM"]
 
 
 def _spatial_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum over spatial axes, keeping them as size 1: (N, K, *S) -> (N, K, 1, ...)."""
+    """Sum over spatial axes, keeping them as size 1: ``(N, K, *S) -> (N, K, 1, ...)``."""
     return t.sum(dim=tuple(range(2, t.dim())), keepdim=True)
 
 
@@ -30,7 +30,7 @@ class GradCAM(_GradientMethod):
     """Grad-CAM (Selvaraju et al., ICCV 2017).
 
     ``alpha_k = mean_s G_k(s)``;  ``M(s) = sum_k alpha_k A_k(s)``.
-    For a GAP + linear model ``alpha_k = w[c, k] / |S|``, so Grad-CAM is CAM divided by |S|.
+    For a GAP + linear model ``alpha_k = w[c, k] / |S|``, so Grad-CAM is CAM divided by ``|S|``.
     """
 
     method = "gradcam"
@@ -87,7 +87,7 @@ class LayerCAM(_GradientMethod):
 class HiResCAM(_GradientMethod):
     """HiResCAM (Draelos & Carin, 2020).  ``M(s) = sum_k G_k(s) A_k(s)``.
 
-    For a GAP + linear model it equals CAM divided by |S|, position by position.
+    For a GAP + linear model it equals CAM divided by ``|S|``, position by position.
     """
 
     method = "hirescam"

@@ -1,6 +1,6 @@
 """Find the global-average-pooling + linear head of any classifier, by watching one forward pass.
 
-Exact CAM needs two layers: the one whose output ``F`` (N, K, *S) is averaged over space, and
+Exact CAM needs two layers: the one whose output ``F`` ``(N, K, *S)`` is averaged over space, and
 the linear layer ``(W, b)`` that turns the average into the logits. Names differ from network to
 network (MONAI DenseNet: ``class_layers.relu`` and ``class_layers.out``; ResNet: ``layer4`` and
 ``fc``; SEResNet: ``layer4`` and ``last_linear``; EfficientNetBN: ``_swish`` and ``_fc``), and the
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medcam.cam.base import CamError
+from medcam.errors import CamError
 
 __all__ = ["GapHead", "find_gap_head", "check_exact"]
 
@@ -43,7 +43,7 @@ def _spatial_mean(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def find_gap_head(model: nn.Module, x: torch.Tensor) -> GapHead:
-    """The GAP + linear head of ``model``, found on the forward pass of ``x`` (N, C, *spatial).
+    """The GAP + linear head of ``model``, found on the forward pass of ``x`` ``(N, C, *spatial)``.
 
     The model is run in eval mode without gradients and left in the mode it was in.
 

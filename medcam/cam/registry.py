@@ -6,10 +6,11 @@ from enum import Enum
 
 from torch import nn
 
-from medcam.cam.base import CamError, CamExtractor
+from medcam.cam.base import CamExtractor
 from medcam.cam.cam import CAM
 from medcam.cam.gradient import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from medcam.cam.score import ScoreCAM
+from medcam.errors import CamError
 
 __all__ = ["CamMethod", "METHODS", "create_extractor", "default_layer"]
 

@@ -63,7 +63,7 @@ def deletion_insertion(
     baseline: str = "blur",
     batch_size: int = 8,
 ) -> Curves:
-    """Deletion and insertion curves of one input ``x`` (1, C, *S) for ``cam_map`` (*S)."""
+    """Deletion and insertion curves of one input ``x`` ``(1, C, *S)`` for ``cam_map`` ``(*S)``."""
     if x.shape[0] != 1 or tuple(cam_map.shape) != tuple(x.shape[2:]):
         raise MetricError(f"expected x (1, C, *S) and a map (*S), found {tuple(x.shape)} and {tuple(cam_map.shape)}")
     was_training = model.training

@@ -22,9 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from medcam.cam.base import CamError
 from medcam.cam.head import GapHead, find_gap_head
-from medcam.errors import CheckpointError, GeometryError, MedcamError, ModalityError
+from medcam.errors import CamError, CheckpointError, GeometryError, MedcamError, ModalityError
 from medcam.geometry import Volume
 from medcam.models.provenance import ModelProvenance
 from medcam.transforms import build_transform, run_transform, to_meta_tensor
