@@ -18,9 +18,9 @@ EXAMPLES = """examples:
                                                  your study with your MONAI Bundle (configs/, models/model.pt)
   medcam info sample_data/ct_lesion_dicom        series, geometry and orientation of a DICOM folder
   medcam info sample_data/ct_lesion.nii.gz       the same for a NIfTI file
-  medcam evaluate --model sample_data/models/ct3d.pt --synthetic ct3d --n 8 --methods cam,gradcam --out out/eval_ct3d
-                                                 hit rate, energy, deletion/insertion per CAM method (a few
-                                                 minutes; benchmarks/RESULTS.md: --n 100, every method)
+  medcam evaluate --model sample_data/models/ct3d.pt --synthetic ct3d --n 4 --methods cam,gradcam --out out/eval_ct3d
+                                                 hit rate, energy, deletion/insertion per CAM method (about a
+                                                 minute; benchmarks/RESULTS.md: --n 100, every method)
   medcam train --synthetic ct3d --pairs 24 --n-val 16 --crop-epochs 1 --epochs 1 --out out/ct3d_quick.pt
                                                  the 3D lesion classifier's recipe on synthetic CT, shortened to
                                                  a minute (its defaults train sample_data/models/ct3d.pt)
