@@ -4,7 +4,6 @@ crops; seeded stratified splits."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,6 @@ from medcam.transforms import PreprocessConfig, build_transform, preprocess
 
 __all__ = ["TrainingData", "make_synthetic_data", "make_synthetic_crops", "load_manifest_data", "lesion_centred_crops",
            "split_data"]
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
