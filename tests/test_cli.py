@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -146,6 +147,9 @@ def test_demo(tmp_path, capsys):
     for case in ("ct_lesion_dicom", "ct_lesion_nifti", "ct_normal_nifti", "cr_chest"):
         assert case in printed
     assert "mr_oblique_dicom" not in printed  # no bundled MR model: the study is not part of the demo
+    # the whole time since the process started, of which the part spent on the studies
+    total, loop = (float(v) for v in re.search(r"done in ([\d.]+) s from the command's start \(([\d.]+) s explaining", printed).groups())
+    assert total > loop > 0
     rows = {line.split()[0]: line.split() for line in printed.splitlines()[1:5]}
     # the normal study: predicted negative, its lesion map shown with the lesion's (low) probability
     assert rows["ct_normal_nifti"][1:4] == ["none", "no", "lesion"] and float(rows["ct_normal_nifti"][4]) < 0.5
