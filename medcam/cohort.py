@@ -261,7 +261,7 @@ def run_cohort(
     from tqdm.auto import tqdm
 
     from medcam.cam import CamMethod
-    from medcam.export.outputs import atomic_output, check_output_dir, completion_marker
+    from medcam.export.atomic import atomic_output, check_output_dir, completion_marker
 
     model = as_model(model)
     method = CamMethod.from_name(method).value

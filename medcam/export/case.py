@@ -17,15 +17,10 @@ import pydicom
 from medcam import __version__
 from medcam.errors import ExportError
 from medcam.explanation import Explanation
+from medcam.export.atomic import atomic_output, check_output_dir, completion_marker, output_lock
 from medcam.export.figures import map_label, write_figure
+from medcam.export.identity import UidFactory
 from medcam.export.nifti import write_heatmap_nifti
-from medcam.export.outputs import (
-    UidFactory,
-    atomic_output,
-    check_output_dir,
-    completion_marker,
-    output_lock,
-)
 from medcam.export.overlay import HEAT_THRESHOLD
 from medcam.export.parametric_map import write_parametric_map
 from medcam.export.secondary_capture import write_secondary_capture

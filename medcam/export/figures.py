@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medcam.export.outputs import atomic_output
+from medcam.export.atomic import atomic_output
 from medcam.export.overlay import HEAT_THRESHOLD, heat_to_unit
 from medcam.geometry import Volume, ras_to_lps, resample_to
 

@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 from isal import igzip_threaded
 
-from medcam.export.outputs import atomic_output
+from medcam.export.atomic import atomic_output
 from medcam.geometry import Volume
 from medcam.io.nifti import set_affine
 

@@ -14,11 +14,11 @@ import numpy as np
 from pydicom.sr.coding import Code
 
 from medcam.errors import ExportError
+from medcam.export.atomic import atomic_output
 from medcam.export.frame_anatomy import set_frame_anatomy
-from medcam.export.outputs import (
+from medcam.export.identity import (
     SERIES_NUMBERS,
     UidFactory,
-    atomic_output,
     code_string,
     derived_object_identity,
     set_dimension_organization_uid,

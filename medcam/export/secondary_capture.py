@@ -17,7 +17,8 @@ from pydicom.uid import SecondaryCaptureImageStorage
 
 from medcam import __version__
 from medcam.errors import ExportError
-from medcam.export.outputs import SERIES_NUMBERS, UidFactory, atomic_output
+from medcam.export.atomic import atomic_output
+from medcam.export.identity import SERIES_NUMBERS, UidFactory
 from medcam.export.overlay import blend, legend_panel, source_window, window_to_levels
 from medcam.export.part10 import set_file_meta
 from medcam.export.source_planes import SourcePlane, source_planes, source_reference

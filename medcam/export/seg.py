@@ -9,13 +9,8 @@ from pydicom.sr.codedict import codes
 
 from medcam import __version__
 from medcam.errors import ExportError
-from medcam.export.outputs import (
-    SERIES_NUMBERS,
-    UidFactory,
-    atomic_output,
-    derived_object_identity,
-    set_dimension_organization_uid,
-)
+from medcam.export.atomic import atomic_output
+from medcam.export.identity import SERIES_NUMBERS, UidFactory, derived_object_identity, set_dimension_organization_uid
 from medcam.export.source_planes import (
     align_frames_with_sources,
     highdicom_geometry,

@@ -19,7 +19,8 @@ from pydicom.sr.coding import Code
 
 from medcam import __version__
 from medcam.errors import ExportError
-from medcam.export.outputs import SERIES_NUMBERS, UidFactory, atomic_output
+from medcam.export.atomic import atomic_output
+from medcam.export.identity import SERIES_NUMBERS, UidFactory
 
 __all__ = ["write_structured_report"]
 

@@ -62,7 +62,7 @@ def send_outputs(folder: str | Path, target: str | Target, *, names: Sequence[st
     if names is None:
         markers = sorted(folder.rglob(".*.complete.json"))
     else:
-        from medcam.export.outputs import completion_marker
+        from medcam.export.atomic import completion_marker
 
         markers = [marker for marker in (completion_marker(folder, name) for name in names) if marker.exists()]
     if not markers:
@@ -100,7 +100,7 @@ def send_outputs(folder: str | Path, target: str | Target, *, names: Sequence[st
 
 
 def _write_ledger(path: Path, ledger: dict) -> None:
-    from medcam.export.outputs import atomic_output
+    from medcam.export.atomic import atomic_output
 
     with atomic_output(path, overwrite=True) as temporary:
         temporary.write_text(json.dumps(ledger, indent=1, sort_keys=True) + "\n")

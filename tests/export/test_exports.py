@@ -11,8 +11,9 @@ import pytest
 
 from medcam.errors import ExportError
 from medcam.explanation import explain
+from medcam.export.atomic import atomic_output, check_output_dir
+from medcam.export.identity import UidFactory
 from medcam.export.nifti import write_heatmap_nifti
-from medcam.export.outputs import UidFactory, atomic_output, check_output_dir
 from medcam.export.overlay import legend_width
 from medcam.export.parametric_map import write_parametric_map
 from medcam.export.secondary_capture import write_secondary_capture
