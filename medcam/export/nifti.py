@@ -78,7 +78,7 @@ def _nifti_blocks(header: nib.Nifti1Header, array: np.ndarray, *, block_bytes: i
     step = max(1, block_bytes // max(plane, 1))
     for first in range(0, array.shape[2], step):
         slab = np.asfortranarray(array[:, :, first : first + step], dtype=np.float32)
-        yield memoryview(slab.T).cast("B")  # type: ignore[arg-type]  # numpy arrays are buffers  # slab.T is C-contiguous: its bytes in slab's Fortran order
+        yield memoryview(slab.T).cast("B")  # type: ignore[arg-type]  # slab.T (a buffer) is C-contiguous: its bytes in slab's Fortran order
 
 
 def _jsonable(value: Any) -> Any:
