@@ -9,15 +9,21 @@ reversed and tilted sources, and 2D images alike.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from medcam.errors import GeometryError
 from medcam.geometry import ImageGeometry, Volume, model_geometry, resample_to
 
+if TYPE_CHECKING:
+    import torch
+    from monai.data import MetaTensor
+
 __all__ = ["to_source_grid"]
 
 
-def to_source_grid(cam_map, model_tensor, source: ImageGeometry, *, fill: float = 0.0) -> Volume:
+def to_source_grid(cam_map: np.ndarray | torch.Tensor, model_tensor: MetaTensor, source: ImageGeometry, *, fill: float = 0.0) -> Volume:
     """Sample a model-grid map at every voxel centre of ``source``.
 
     Parameters

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,11 @@ from medcam.geometry import Volume, ras_to_lps
 from medcam.io.dicom import DicomSeries
 from medcam.models.explainable import ExplainableModel, from_checkpoint
 from medcam.study import Study, read_study
+
+if TYPE_CHECKING:
+    from monai.data import MetaTensor
+
+    from medcam.models.checkpoint import Checkpoint
 
 __all__ = ["Explanation", "explain", "as_model", "as_study"]
 
@@ -51,7 +57,7 @@ class Explanation:
 
     study: Study
     model: ExplainableModel
-    model_input: object
+    model_input: MetaTensor
     result: CamResult
     heatmap: Volume
     predicted: int | None = None
@@ -150,7 +156,7 @@ def output_name(method: str) -> str:
     return method.replace("+", "p")
 
 
-def as_model(model) -> ExplainableModel:
+def as_model(model: ExplainableModel | Checkpoint | str | Path) -> ExplainableModel:
     """An :class:`ExplainableModel` of a model, a medcam Checkpoint, or a path (:func:`load_model`)."""
     if isinstance(model, ExplainableModel):
         return model
@@ -168,7 +174,7 @@ def as_model(model) -> ExplainableModel:
     )
 
 
-def as_study(study) -> Study:
+def as_study(study: Study | DicomSeries | Volume | str | Path) -> Study:
     """A :class:`Study` of a Study, a path, a DicomSeries or a Volume."""
     if isinstance(study, Study):
         return study
@@ -182,14 +188,14 @@ def as_study(study) -> Study:
 
 
 def explain(
-    model,
-    study,
+    model: ExplainableModel | Checkpoint | str | Path,
+    study: Study | DicomSeries | Volume | str | Path,
     *,
     method: str = "cam",
     target: int | str | None = None,
     layer: str | None = None,
     fc_layer: str | None = None,
-    model_input=None,
+    model_input: MetaTensor | None = None,
     allow_modality_mismatch: bool = False,
 ) -> Explanation:
     """Predict and explain one study with ``model``'s network and preprocessing.

@@ -174,20 +174,21 @@ def _write_outputs(
     if wants_nifti:
         jobs["nifti"] = lambda: list(write_heatmap_nifti(heatmap, nifti_path, sidecar=sidecar, overwrite=overwrite,
                                                          gzip_threads=gzip_threads))
-    for fmt in dicom_formats:
-        if fmt == "pm":
-            jobs["pm"] = lambda: _attempt(lambda: [write_parametric_map(
-                heatmap, series, out / f"{name}_pm.dcm", uids=pm_uids, overwrite=overwrite,
-                label=result.method, description=f"medcam {result.method} map (raw)")])
-        elif fmt == "sc":
-            jobs["sc"] = lambda: _attempt(lambda: write_secondary_capture(
-                heatmap, series, out / f"{name}_sc", uids=sc_uids, overwrite=overwrite,
-                description=f"medcam {result.method} overlay", colormap=colormap, opacity=opacity,
-                legend=legend_lines(explanation), window=window))
-        elif fmt == "seg":
-            jobs["seg"] = lambda: _attempt(lambda: [write_segmentation(
-                heatmap, series, out / f"{name}_seg.dcm", threshold=threshold, uids=seg_uids,
-                method=result.method, overwrite=overwrite)])
+    if series is not None:  # (dicom_formats is empty when it is None)
+        for fmt in dicom_formats:
+            if fmt == "pm":
+                jobs["pm"] = lambda: _attempt(lambda: [write_parametric_map(
+                    heatmap, series, out / f"{name}_pm.dcm", uids=pm_uids, overwrite=overwrite,
+                    label=result.method, description=f"medcam {result.method} map (raw)")])
+            elif fmt == "sc":
+                jobs["sc"] = lambda: _attempt(lambda: write_secondary_capture(
+                    heatmap, series, out / f"{name}_sc", uids=sc_uids, overwrite=overwrite,
+                    description=f"medcam {result.method} overlay", colormap=colormap, opacity=opacity,
+                    legend=legend_lines(explanation), window=window))
+            elif fmt == "seg":
+                jobs["seg"] = lambda: _attempt(lambda: [write_segmentation(
+                    heatmap, series, out / f"{name}_seg.dcm", threshold=threshold, uids=seg_uids,
+                    method=result.method, overwrite=overwrite)])
     if "png" in formats:
         label = map_label(result.method, explanation.target_name, heatmap.array)
         jobs["png"] = lambda: [write_figure(explanation.source, heatmap, out / f"{name}.png", window=window,

@@ -42,7 +42,15 @@ class SlicePlane:
 
     @property
     def normal(self) -> np.ndarray:
-        """The slice normal, row x column direction cosines (LPS)."""
+        """The slice normal, row x column direction cosines (LPS).
+
+        Raises
+        ------
+        DicomSeriesError
+            The slice has no ImageOrientationPatient (a radiograph).
+        """
+        if self.row_cosine is None or self.column_cosine is None:
+            raise DicomSeriesError(f"{self.label}: no ImageOrientationPatient, so no slice normal")
         return np.cross(self.row_cosine, self.column_cosine)
 
 

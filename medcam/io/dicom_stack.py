@@ -43,6 +43,13 @@ class StackLayout:
     note: str | None
 
 
+def _cosines(plane: SlicePlane) -> np.ndarray | None:
+    """The row and column cosines of ``plane`` as one 6-vector, None without an orientation."""
+    if plane.row_cosine is None or plane.column_cosine is None:
+        return None
+    return np.concatenate([plane.row_cosine, plane.column_cosine])
+
+
 def _check_same(planes: list[SlicePlane], name: str) -> None:
     first = planes[0]
     for plane in planes[1:]:
@@ -53,16 +60,15 @@ def _check_same(planes: list[SlicePlane], name: str) -> None:
             )
         if (plane.row_cosine is None) != (first.row_cosine is None):
             raise DicomSeriesError(f"{name}: ImageOrientationPatient present in some slices only ({plane.label})")
-        if first.row_cosine is not None and (
-            np.abs(plane.row_cosine - first.row_cosine).max() > _ORIENTATION_TOL
-            or np.abs(plane.column_cosine - first.column_cosine).max() > _ORIENTATION_TOL
-        ):
+        cosines, first_cosines = _cosines(plane), _cosines(first)
+        if cosines is not None and first_cosines is not None and np.abs(cosines - first_cosines).max() > _ORIENTATION_TOL:
             raise DicomSeriesError(
                 f"{name}: mixed orientations: {plane.label} is not parallel to {first.label} "
                 "(a localizer or a multi-plane series?); expected one ImageOrientationPatient per series"
             )
         if (plane.pixel_spacing is None) != (first.pixel_spacing is None) or (
             first.pixel_spacing is not None
+            and plane.pixel_spacing is not None
             and not np.allclose(plane.pixel_spacing, first.pixel_spacing, rtol=_SPACING_REL_TOL, atol=0)
         ):
             raise DicomSeriesError(
@@ -117,6 +123,7 @@ def build_stack(planes: list[SlicePlane], name: str, *, allow_irregular: bool = 
         axis_k = normal * (first.thickness or 1.0)
         return StackLayout((0,), _affine(axis_i, axis_j, axis_k, origin), (*shape_ij, 1), None, None)
 
+    known = [p.position_lps for p in planes if p.position_lps is not None]
     missing = [p.label for p in planes if p.position_lps is None]
     if missing:
         raise DicomSeriesError(
@@ -127,7 +134,7 @@ def build_stack(planes: list[SlicePlane], name: str, *, allow_irregular: bool = 
         raise DicomSeriesError(f"{name}: missing ImageOrientationPatient in a {len(planes)}-slice series")
 
     normal = first.normal
-    distances = np.array([float(np.dot(p.position_lps, normal)) for p in planes])
+    distances = np.array([float(np.dot(position, normal)) for position in known])
     order = np.argsort(distances, kind="stable")
     d = distances[order]
     positions = np.array([planes[i].position_lps for i in order])

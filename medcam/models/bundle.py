@@ -193,7 +193,7 @@ def _load_folder(root: Path, where: str, *, device, class_names, sha256: str | N
     except Exception as exc:  # noqa: BLE001 - json / yaml errors
         raise CheckpointError(f"{where}: {config.name} cannot be read ({_one_line(exc)})") from exc
     parser["bundle_root"] = str(root)
-    if "network_def" not in parser.config:
+    if "network_def" not in parser:
         raise CheckpointError(f"{where}: {config.name} has no 'network_def' (the network to build)")
     network = _parse(parser, "network_def", where)
     if not isinstance(network, torch.nn.Module):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def save_checkpoint(
     path: str | Path,
     model: GapClassifier,
     preprocess_config: PreprocessConfig,
-    class_names: tuple[str, ...] | list[str],
+    class_names: Sequence[str],
     *,
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
