@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 from isal import igzip_threaded
 
+from medcam.errors import ExportError
 from medcam.export.atomic import atomic_output
 from medcam.geometry import Volume
 from medcam.io.nifti import set_affine
@@ -72,7 +73,8 @@ def _nifti_blocks(header: nib.Nifti1Header, array: np.ndarray, *, block_bytes: i
     float32 in Fortran order, as medcam's maps are, else copies."""
     buffer = io.BytesIO()
     header.write_to(buffer)
-    assert buffer.tell() == int(header["vox_offset"])
+    if buffer.tell() != int(header["vox_offset"]):  # nibabel wrote extensions or padding the offset does not count
+        raise ExportError(f"NIfTI header of {buffer.tell()} bytes, but its vox_offset is {int(header['vox_offset'])}")
     yield buffer.getvalue()
     plane = int(np.prod(array.shape[:2])) * 4
     step = max(1, block_bytes // max(plane, 1))

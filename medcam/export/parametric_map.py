@@ -25,7 +25,7 @@ from medcam.export.identity import (
 )
 from medcam.export.part10 import long_element_header
 from medcam.export.source_planes import (
-    align_frames_with_sources,
+    frame_source_indices,
     highdicom_geometry,
     order_frames_along_normal,
     source_planes,
@@ -91,14 +91,13 @@ def write_parametric_map(
         content_description=description[:64],
         **highdicom_geometry(planes, heatmap),
     )
-    order_frames_along_normal(pm)  # ascending: the order 3D Slicer (dcmqi) stacks them in
-    set_frame_anatomy(pm, series.datasets[0])  # which dcmqi reads without checking it is there
-    # the source's decimal strings exactly (highdicom formats its own) and per-frame references
-    frame_slices = align_frames_with_sources(pm, planes)
-    set_dimension_organization_uid(pm, uids.uid("pm-dimension-organization"))
-    shared = pm.SharedFunctionalGroupsSequence[0]
-    shared.PlaneOrientationSequence[0].ImageOrientationPatient = list(planes[0].orientation)
-    shared.PixelMeasuresSequence[0].PixelSpacing = list(planes[0].pixel_spacing)
+    # highdicom copies each frame's position, the orientation and the pixel spacing from the
+    # source images (their decimal strings) and references each frame's source slice; what it
+    # has no argument for is done here:
+    order_frames_along_normal(pm)  # ascending: the order 3D Slicer (dcmqi) stacks them in (highdicom: descending)
+    set_frame_anatomy(pm, series.datasets[0])  # dcmqi reads it without checking it is there
+    set_dimension_organization_uid(pm, uids.uid("pm-dimension-organization"))  # highdicom's is random
+    frame_slices = frame_source_indices(pm, planes)
     source = series.datasets[0]
     # (no series Laterality: the Frame Anatomy group's FrameLaterality says it, and then it must be absent)
     for keyword in ("BodyPartExamined", "PatientAge", "PatientWeight", "PatientSize"):

@@ -12,7 +12,7 @@ from medcam.errors import ExportError
 from medcam.export.atomic import atomic_output
 from medcam.export.identity import SERIES_NUMBERS, UidFactory, derived_object_identity, set_dimension_organization_uid
 from medcam.export.source_planes import (
-    align_frames_with_sources,
+    frame_source_indices,
     highdicom_geometry,
     source_planes,
 )
@@ -28,7 +28,7 @@ def write_segmentation(
     series: DicomSeries,
     path: str | Path,
     *,
-    threshold: float | str | Threshold,
+    threshold: float | str | Threshold | None,
     uids: UidFactory | None = None,
     series_number: int = SERIES_NUMBERS["seg"],
     method: str = "cam",
@@ -45,6 +45,8 @@ def write_segmentation(
 
     planes = source_planes(series, heatmap, "Segmentation")
     given = parse_threshold(threshold)
+    if given is None:
+        raise ExportError("Segmentation: a threshold is needed (a raw value, a share of the maximum such as 50%, or p99)")
     raw = given.raw(np.asarray(heatmap.array))
     stated = f"{raw:.4g}" if given.unit == "raw" else f"{given.describe()} = {raw:.4g}"
     mask = np.ascontiguousarray((np.asarray(heatmap.array) >= raw).transpose(2, 1, 0)).astype(np.uint8)
@@ -73,8 +75,8 @@ def write_segmentation(
         **highdicom_geometry(planes, heatmap),
         omit_empty_frames=False,
     )
-    align_frames_with_sources(seg, planes)
-    set_dimension_organization_uid(seg, uids.uid("seg-dimension-organization"))
+    frame_source_indices(seg, planes)  # each frame at a source slice's position, referencing it (raises if not)
+    set_dimension_organization_uid(seg, uids.uid("seg-dimension-organization"))  # highdicom's is random
     path = Path(path)
     with atomic_output(path, overwrite=overwrite) as temporary:
         seg.save_as(temporary, enforce_file_format=True)

@@ -12,8 +12,7 @@ from medcam.geometry import Volume
 from medcam.io.dicom import DicomSeries
 
 __all__ = [
-    "SourcePlane", "source_planes", "source_reference", "set_source_reference",
-    "align_frames_with_sources", "highdicom_geometry", "order_frames_along_normal",
+    "SourcePlane", "source_planes", "source_reference", "frame_source_indices", "highdicom_geometry", "order_frames_along_normal",
 ]
 
 
@@ -54,9 +53,10 @@ def source_planes(series: DicomSeries, heatmap: Volume, what: str) -> list[Sourc
         position = _item(ds, frame.frame_index, "PlanePositionSequence")
         orientation = _item(ds, frame.frame_index, "PlaneOrientationSequence")
         measures = _item(ds, frame.frame_index, "PixelMeasuresSequence")
-        if position is None or "ImagePositionPatient" not in position or orientation is None or "ImageOrientationPatient" not in orientation:
+        if (position is None or "ImagePositionPatient" not in position or orientation is None
+                or "ImageOrientationPatient" not in orientation or measures is None or "PixelSpacing" not in measures):
             raise ExportError(
-                f"{what}: the source ({ds.get('Modality', '?')}) has no ImagePositionPatient/ImageOrientationPatient; "
+                f"{what}: the source ({ds.get('Modality', '?')}) has no ImagePositionPatient/ImageOrientationPatient/PixelSpacing; "
                 "it cannot be placed in patient space (the Secondary Capture, NIfTI and PNG outputs can)"
             )
         thickness = measures.get("SliceThickness") if measures is not None else None
@@ -73,24 +73,6 @@ def source_planes(series: DicomSeries, heatmap: Volume, what: str) -> list[Sourc
     return planes
 
 
-def _code(value: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
-    return item
-
-
-def _derivation_item() -> Dataset:
-    """A frame's derivation item as highdicom writes it for a frame with its own source slice."""
-    source = Dataset()
-    source.ReferencedSOPClassUID = source.ReferencedSOPInstanceUID = ""  # set by set_source_reference
-    source.PurposeOfReferenceCodeSequence = [_code("121322", "Source image for image processing operation")]
-    source.SpatialLocationsPreserved = "YES"
-    item = Dataset()
-    item.DerivationCodeSequence = [_code("112187", "Unspecified method of calculation")]
-    item.SourceImageSequence = [source]
-    return item
-
-
 def source_reference(source: Dataset, frame_index: int | None = None) -> Dataset:
     """A reference item to a source instance (and frame, for a multi-frame source)."""
     item = Dataset()
@@ -101,44 +83,35 @@ def source_reference(source: Dataset, frame_index: int | None = None) -> Dataset
     return item
 
 
-def set_source_reference(frame_item: Dataset, plane: SourcePlane) -> None:
-    """Point a per-frame functional group item's derivation reference at ``plane``'s source,
-    making the derivation item highdicom makes when the frame has none yet."""
-    if "DerivationImageSequence" in frame_item and len(frame_item.DerivationImageSequence) == 0:
-        frame_item.DerivationImageSequence = [_derivation_item()]
-    derivation = frame_item.get("DerivationImageSequence")
-    if not derivation or "SourceImageSequence" not in derivation[0]:
-        return
-    reference = derivation[0].SourceImageSequence[0]
-    reference.ReferencedSOPClassUID = plane.dataset.SOPClassUID
-    reference.ReferencedSOPInstanceUID = plane.dataset.SOPInstanceUID
-    if plane.frame_index is not None:
-        reference.ReferencedFrameNumber = plane.frame_index + 1
-    elif "ReferencedFrameNumber" in reference:
-        del reference.ReferencedFrameNumber
-    del derivation[0].SourceImageSequence[1:]
+def frame_source_indices(instance: Dataset, planes: list[SourcePlane]) -> list[int]:
+    """The index in ``planes`` of each frame of a highdicom object, in the object's frame order.
 
+    highdicom stores the frames in an order of its own, copies each frame's position from the
+    source image at that position and references that image (or frame) in the frame's
+    derivation; frames are matched to planes by that position, never by index, and the reference
+    is checked against the plane's source.
 
-def align_frames_with_sources(instance: Dataset, planes: list[SourcePlane]) -> list[int]:
-    """Give each frame of a highdicom object its own source slice's strings and reference, and
-    return the index in ``planes`` of each frame's slice.
-
-    highdicom may store the frames in an order of its own (it sorts them along the stack), so
-    frames are matched to source planes by position, never by index. Each frame then gets the
-    source's ImagePositionPatient string and a derivation reference to that slice.
+    Raises
+    ------
+    ExportError
+        A frame at a position where no source slice lies, or one that references another image
+        than the slice there (a highdicom that builds frames otherwise than the one tested).
     """
     import numpy as np
 
     positions = np.array([[float(v) for v in plane.position] for plane in planes])
     order = []
-    for item in instance.PerFrameFunctionalGroupsSequence:
+    for number, item in enumerate(instance.PerFrameFunctionalGroupsSequence, start=1):
         frame_position = np.array([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient])
         distances = np.linalg.norm(positions - frame_position, axis=1)
         index = int(distances.argmin())
         if distances[index] > 1e-3:
-            raise ExportError(f"a frame at {frame_position.tolist()} matches no source slice (nearest {distances[index]:.4f} mm)")
-        item.PlanePositionSequence[0].ImagePositionPatient = list(planes[index].position)
-        set_source_reference(item, planes[index])
+            raise ExportError(f"frame {number} at {frame_position.tolist()} matches no source slice (nearest {distances[index]:.4f} mm)")
+        plane = planes[index]
+        references = [ref for derivation in item.get("DerivationImageSequence", []) for ref in derivation.get("SourceImageSequence", [])]
+        expected = (plane.dataset.SOPInstanceUID, None if plane.frame_index is None else plane.frame_index + 1)
+        if [(ref.ReferencedSOPInstanceUID, ref.get("ReferencedFrameNumber")) for ref in references] != [expected]:
+            raise ExportError(f"frame {number} does not reference its source slice {plane.dataset.SOPInstanceUID} alone")
         order.append(index)
     return order
 
@@ -149,8 +122,8 @@ def order_frames_along_normal(instance: Dataset) -> None:
 
     highdicom stores them the other way round, and 3D Slicer's loader (dcmqi) stacks frames in
     file order whatever their positions: it would show the map mirrored through the volume. Only
-    the frame order changes; each frame keeps its position, and :func:`align_frames_with_sources`
-    then gives each its slice's pixels.
+    the frame order changes; each frame keeps its position and references, and
+    :func:`frame_source_indices` then says which slice's pixels each frame holds.
     """
     import numpy as np
 

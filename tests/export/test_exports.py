@@ -18,7 +18,7 @@ from medcam.export.overlay import legend_width
 from medcam.export.parametric_map import write_parametric_map
 from medcam.export.secondary_capture import write_secondary_capture
 from medcam.export.seg import write_segmentation
-from medcam.geometry import Volume, lps_to_ras
+from medcam.geometry import ImageGeometry, Volume, lps_to_ras
 from medcam.io import read_dicom_series, read_nifti
 from medcam.models import (
     ClassifierConfig,
@@ -66,18 +66,18 @@ def test_nifti_heatmap_has_the_source_affine_and_a_sidecar(tmp_path, oblique_ser
 
 @pytest.mark.parametrize("layout", ["fortran-float32", "c-float32", "fortran-float64"])
 @pytest.mark.parametrize("name", ["map.nii.gz", "map.nii"])
-def test_nifti_voxels_are_the_maps_in_any_memory_layout(tmp_path, oblique_series, layout, name, monkeypatch):
-    """The voxels are streamed in blocks (views of a Fortran-ordered float32 map, copies of
-    anything else) and read back exactly, over several blocks."""
-    import medcam.export.nifti as nifti_module
-
-    series, heatmap, _ = oblique_series
+def test_nifti_voxels_are_the_maps_in_any_memory_layout(tmp_path, oblique_series, layout, name):
+    """The voxels are streamed in blocks of about 8 MiB (views of a Fortran-ordered float32 map,
+    copies of anything else) and read back exactly: a 20 MB map spans three blocks."""
+    _, heatmap, _ = oblique_series
     order, dtype = layout.split("-")
-    array = np.asarray(heatmap.array, dtype=dtype, order="F" if order == "fortran" else "C")
-    blocks = nifti_module._nifti_blocks
-    monkeypatch.setattr(nifti_module, "_nifti_blocks", lambda header, data: blocks(header, data, block_bytes=3 * 40 * 36 * 4))
-    path, _ = write_heatmap_nifti(Volume(array, heatmap.geometry), tmp_path / name, sidecar={})
-    assert np.array_equal(np.asanyarray(nib.load(str(path)).dataobj), heatmap.array.astype(np.float32))
+    values = np.random.default_rng(0).normal(size=(128, 160, 250))
+    array = np.asarray(values, dtype=dtype, order="F" if order == "fortran" else "C")
+    assert array.size * 4 > 2 * (8 << 20)
+    path, _ = write_heatmap_nifti(Volume(array, ImageGeometry(array.shape, heatmap.geometry.affine_ras)), tmp_path / name, sidecar={})
+    image = nib.load(str(path))
+    assert np.array_equal(np.asanyarray(image.dataobj), values.astype(np.float32))
+    assert np.allclose(image.affine, heatmap.geometry.affine_ras, atol=1e-5)
 
 
 def test_parametric_map_is_pixel_aligned_and_valid(tmp_path, oblique_series, dciodvfy):
@@ -111,6 +111,38 @@ def test_parametric_map_is_pixel_aligned_and_valid(tmp_path, oblique_series, dci
     peak = lps_to_ras(ipp + iop[:3] * col_spacing * col + iop[3:] * row_spacing * row)
     offset = series.volume.geometry.world_to_voxel(peak) - series.volume.geometry.world_to_voxel(centre)
     assert np.all(np.abs(offset) <= 0.5)
+
+
+def test_parametric_map_and_seg_of_an_enhanced_multiframe_source_reference_its_frames(tmp_path, dciodvfy):
+    """From one enhanced multi-frame object, each PM frame references its source frame, carries
+    that frame's position string and holds that slice of the map; the SEG's frames reference
+    theirs; frames ascend along the normal (dcmqi's order)."""
+    geometry = axial_geometry((40, 36, 14), (8.0, 8.5, 7.0), rotation_deg=(12.0, -8.0, 20.0))
+    study = make_study(ct_abdomen_scene(np.random.default_rng(2)), geometry, seed=2)
+    write_dicom_series(study.volume, tmp_path / "multi", multiframe=True)
+    series = read_dicom_series(tmp_path / "multi")
+    heatmap = Volume(np.random.default_rng(0).random(series.volume.shape, dtype=np.float32), series.volume.geometry)
+    path = write_parametric_map(heatmap, series, tmp_path / "pm.dcm")
+    assert dciodvfy(path) == []
+    pm, source = pydicom.dcmread(path), series.datasets[0]
+    slice_of_frame = {frame.frame_index + 1: k for k, frame in enumerate(series.frames)}
+    normal = np.cross(*np.reshape([float(v) for v in source.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0]
+                                   .ImageOrientationPatient], (2, 3)))
+    along = []
+    for frame, item in enumerate(pm.PerFrameFunctionalGroupsSequence):
+        (reference,) = item.DerivationImageSequence[0].SourceImageSequence
+        assert reference.ReferencedSOPInstanceUID == source.SOPInstanceUID
+        number = int(reference.ReferencedFrameNumber)
+        position = item.PlanePositionSequence[0].ImagePositionPatient
+        assert [str(v) for v in position] == [str(v) for v in source.PerFrameFunctionalGroupsSequence[number - 1]
+                                              .PlanePositionSequence[0].ImagePositionPatient]
+        assert np.array_equal(pm.pixel_array[frame], heatmap.array[:, :, slice_of_frame[number]].T)
+        along.append(float(np.dot([float(v) for v in position], normal)))
+    assert sorted(slice_of_frame) == sorted(int(i.DerivationImageSequence[0].SourceImageSequence[0].ReferencedFrameNumber)
+                                            for i in pm.PerFrameFunctionalGroupsSequence) and np.all(np.diff(along) > 0)
+    seg = pydicom.dcmread(write_segmentation(heatmap, series, tmp_path / "seg.dcm", threshold="50%"))
+    numbers = [int(i.DerivationImageSequence[0].SourceImageSequence[0].ReferencedFrameNumber) for i in seg.PerFrameFunctionalGroupsSequence]
+    assert sorted(numbers) == sorted(slice_of_frame)
 
 
 def test_secondary_capture_series_copies_geometry_strings(tmp_path, oblique_series, dciodvfy):
@@ -355,25 +387,13 @@ def test_a_failing_writer_leaves_an_incomplete_set_that_a_rerun_completes(tmp_pa
     assert outputs.paths["pm"][0].is_file() and (tmp_path / "out" / ".cam.complete.json").is_file()
 
 
-def test_parametric_map_file_is_what_pydicom_writes_from_highdicoms_object(tmp_path, oblique_series, monkeypatch):
-    """The float pixel data is appended from the map itself, not from highdicom's copy of it;
-    the file is byte for byte what pydicom's save_as writes from highdicom's object with the
-    pixel data in the order its frames now have (ascending along the normal)."""
-    import copy
-
-    import medcam.export.parametric_map as pm_module
-
+def test_parametric_map_file_is_what_pydicom_writes_for_its_dataset(tmp_path, oblique_series):
+    """The float pixel data is appended from the map itself, not written by pydicom from
+    highdicom's copy of it; the file is still byte for byte what pydicom's save_as writes for the
+    dataset it holds (read back, then written again)."""
     series, heatmap, _ = oblique_series
-    save = pm_module._save
-
-    def both(pm, pixels, frame_slices, path):
-        reference = copy.deepcopy(pm)
-        reference.FloatPixelData = np.ascontiguousarray(pixels[frame_slices], dtype="<f4").tobytes()
-        reference.save_as(tmp_path / "pydicom.dcm", enforce_file_format=True)
-        save(pm, pixels, frame_slices, path)
-
-    monkeypatch.setattr(pm_module, "_save", both)
     path = write_parametric_map(heatmap, series, tmp_path / "pm.dcm")
+    pydicom.dcmread(path).save_as(tmp_path / "pydicom.dcm", enforce_file_format=True)
     assert path.read_bytes() == (tmp_path / "pydicom.dcm").read_bytes()
 
 
