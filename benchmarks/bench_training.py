@@ -25,9 +25,9 @@ import numpy as np
 
 
 def held_out_scores(checkpoint: Path, n: int, seed: int) -> dict:
-    from medcam.evaluation import bootstrap_ci
     from medcam.explanation import explain
     from medcam.metrics.classification import roc_auc
+    from medcam.metrics.evaluation import bootstrap_ci
     from medcam.metrics.localisation import localisation_scores
     from medcam.models import load_model
     from medcam.synthetic.anatomy import brain_mr_case

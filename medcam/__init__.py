@@ -35,8 +35,8 @@ _LAZY = {
     "load_model": "medcam.models.explainable",
     "MedcamReader": "medcam.io.monai_reader",
     "run_cohort": "medcam.cohort",
-    "find_cases": "medcam.cohort",
-    "cases_from_csv": "medcam.cohort",
+    "find_cases": "medcam.cases",
+    "cases_from_csv": "medcam.cases",
 }
 
 

@@ -6,11 +6,18 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from medcam import __version__
 from medcam.errors import MedcamError
+from medcam.progress import Progress, ProgressCallback, progress_line
+
+if TYPE_CHECKING:
+    from medcam.models.training import TrainingResult
+    from medcam.study import Study
 
 _IMPORTED = time.perf_counter()
 
@@ -38,6 +45,56 @@ EXAMPLES = """examples:
                                                  train on your own NIfTI/DICOM (CSV: image,label[,mask]);
                                                  --crop-epochs 3 for a first look, the default 20 for a model
 """
+
+
+class _Bars:
+    """The command line's progress display: a tqdm bar for each task reported, the last one
+    closed when another task starts."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None  # a tqdm bar
+        self._task: str | None = None
+
+    def __call__(self, report: Progress) -> None:
+        from tqdm.auto import tqdm
+
+        bar = self._bar
+        if bar is None or report.task != self._task:
+            self.close()
+            bar = self._bar = tqdm(total=report.total, desc=report.task, unit=report.unit, leave=False, dynamic_ncols=True)
+            self._task = report.task
+        bar.update(report.done - bar.n)
+
+    def close(self) -> None:
+        """Close the bar on screen, if any."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+@contextmanager
+def _bars(enabled: bool) -> Iterator[ProgressCallback | None]:
+    """Progress bars on a terminal (``enabled`` and stderr is one), else no progress callback."""
+    if not (enabled and sys.stderr.isatty()):
+        yield None
+        return
+    bars = _Bars()
+    try:
+        yield bars
+    finally:
+        bars.close()
+
+
+class _CaseLines:
+    """Progress as one printed line per case, with the time left (:func:`medcam.progress.progress_line`)."""
+
+    def __init__(self) -> None:
+        self._began = self._last = time.perf_counter()
+
+    def __call__(self, report: Progress) -> None:
+        now = time.perf_counter()
+        print(progress_line(report.done, report.total, report.item or "?", now - self._last, now - self._began), flush=True)
+        self._last = now
 
 
 def _format_geometry(geometry) -> list[str]:
@@ -103,10 +160,9 @@ def _train(args: argparse.Namespace) -> int:
     from medcam.models.distributed import process_group
     from medcam.models.recipes import train_synthetic_task
 
-    with process_group() as ranks:
+    with process_group() as ranks, _bars(not args.quiet and ranks.main) as progress:
         quiet = args.quiet or not ranks.main  # rank 0 speaks for the run
-        progress = not quiet and sys.stderr.isatty()
-        log = (lambda _line: None) if quiet else print
+        log: Callable[[str], None] = (lambda _line: None) if quiet else print
         if args.synthetic:
             result = train_synthetic_task(
                 args.synthetic, args.out, n_pairs=args.n, n_val=args.n_val, seed=args.seed, crop_epochs=args.crop_epochs,
@@ -123,29 +179,17 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_manifest(args: argparse.Namespace, progress: bool, log):
-    from medcam.models import ClassifierConfig
-    from medcam.models.recipes import train_manifest
-    from medcam.transforms import PreprocessConfig
+def _train_manifest(args: argparse.Namespace, progress: ProgressCallback | None, log: Callable[[str], None]) -> TrainingResult:
+    from medcam.models.recipes import manifest_configs, train_manifest
 
     if not (args.spatial_dims and args.spacing and args.size):
         raise MedcamError("--manifest needs --spatial-dims, --spacing and --size (the model grid)")
-    stages = len(args.channels)
-    try:
-        preprocess_config = PreprocessConfig(
-            args.spatial_dims, tuple(args.spacing), tuple(args.size), intensity=args.intensity,
-            window=tuple(args.window) if args.intensity == "window" else None,
-            orientation=None if args.spatial_dims == 2 else "RAS",
-        )
-        class_names = tuple(args.classes)
-        model_config = ClassifierConfig(
-            args.spatial_dims, num_classes=len(class_names), channels=tuple(args.channels),
-            convs_per_stage=(1,) + (2,) * (stages - 1), stem_stride=args.stem_stride,
-            pool_after=tuple(bool(p) for p in args.pool_after) if args.pool_after else (True,) + (False,) * (stages - 1),
-            fine_head=args.fine_head,
-        )
-    except ValueError as exc:
-        raise MedcamError(str(exc)) from exc
+    class_names = tuple(args.classes)
+    preprocess_config, model_config = manifest_configs(
+        args.spatial_dims, args.spacing, args.size, class_names, intensity=args.intensity, window=tuple(args.window),
+        channels=args.channels, stem_stride=args.stem_stride,
+        pool_after=[bool(p) for p in args.pool_after] if args.pool_after else None, fine_head=args.fine_head,
+    )
     return train_manifest(
         args.manifest, args.out, preprocess_config=preprocess_config, model_config=model_config, class_names=class_names,
         val_fraction=args.val_fraction, seed=args.seed, crop_size=args.crop_size, crop_epochs=args.crop_epochs,
@@ -176,43 +220,21 @@ def _parse_formats(text: str) -> tuple[str, ...]:
     return formats
 
 
-def _part(args: argparse.Namespace, environ=None) -> tuple[int, int]:
-    """(number of parts, 0-based part id): --num-parts/--part-id, else torchrun's WORLD_SIZE/RANK,
-    else a SLURM job array's task count and id, else the whole cohort."""
-    import os
-
-    environ = os.environ if environ is None else environ
-    if args.num_parts is not None or args.part_id is not None:
-        if args.num_parts is None or args.part_id is None:
-            raise MedcamError("--num-parts and --part-id go together")
-        return args.num_parts, args.part_id
-    for count, index, first in (("WORLD_SIZE", "RANK", None), ("SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN")):
-        if environ.get(count) and environ.get(index):
-            try:
-                offset = int(environ.get(first) or 0) if first else 0  # SLURM array ids may start anywhere
-                parts, part = int(environ[count]), int(environ[index]) - offset
-            except ValueError as exc:
-                raise MedcamError(f"{count}={environ[count]!r}, {index}={environ[index]!r}: expected whole numbers") from exc
-            return parts, part
-    return 1, 0
-
-
 def _cohort(args: argparse.Namespace, model, cases, roots=()) -> int:
     import gc
     import os
 
+    from medcam.cases import part_from_environment
     from medcam.cohort import run_cohort
 
-    progress = not args.quiet and sys.stderr.isatty()
     log = (lambda _line: None) if args.quiet else print
-    num_parts, part_id = _part(args)
+    num_parts, part_id = part_from_environment(args.num_parts, args.part_id)
     scheduler = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if scheduler and args.workers != 1:
         raise MedcamError("--workers and --scheduler: choose one (a Dask cluster has its own workers)")
     gc.freeze()  # an application's choice: what is imported and loaded by now is never collected
     options = dict(method=args.method, formats=_parse_formats(args.formats), workers=args.workers, num_parts=num_parts,
-                   part_id=part_id, force=args.force, deterministic_uids=args.deterministic_uids, input_roots=roots,
-                   progress=progress, log=log, layer=args.layer, fc_layer=args.fc_layer,
+                   part_id=part_id, force=args.force, deterministic_uids=args.deterministic_uids, input_roots=roots, log=log, layer=args.layer, fc_layer=args.fc_layer,
                    allow_modality_mismatch=args.allow_modality_mismatch, target=args.target, threshold=args.threshold,
                    send_to=args.send, calling_aet=args.calling_aet)
     if scheduler:
@@ -220,10 +242,11 @@ def _cohort(args: argparse.Namespace, model, cases, roots=()) -> int:
             from medcam.cluster import cluster_client
         except ImportError as exc:
             raise MedcamError("--scheduler needs Dask: pip install 'dask[distributed]'") from exc
-        with cluster_client(scheduler) as client:
-            summary = run_cohort(cases, model, args.out, executor=client, **options)
+        with cluster_client(scheduler) as client, _bars(not args.quiet) as progress:
+            summary = run_cohort(cases, model, args.out, executor=client, progress=progress, **options)
     else:
-        summary = run_cohort(cases, model, args.out, **options)
+        with _bars(not args.quiet) as progress:
+            summary = run_cohort(cases, model, args.out, progress=progress, **options)
     print(summary)
     return 1 if (summary.failed or summary.not_sent) and not args.allow_failures else 0
 
@@ -261,7 +284,7 @@ def _explain_url(args: argparse.Namespace) -> int:
 
 
 def _explain_path(args: argparse.Namespace, model, source: Path) -> int:
-    from medcam.cohort import cases_from_csv, find_cases
+    from medcam.cases import cases_from_csv, find_cases
     from medcam.study import read_study
 
     if source.is_file() and source.suffix.lower() == ".csv":
@@ -298,13 +321,6 @@ def _explain_path(args: argparse.Namespace, model, source: Path) -> int:
     return 0
 
 
-def _sample_root(path: Path | None) -> Path:
-    root = path or Path(__file__).resolve().parents[1] / "sample_data"
-    if not (root / "labels.csv").is_file():
-        raise MedcamError(f"{root}: no bundled sample data (labels.csv) there; pass --data DIR")
-    return root
-
-
 def _seconds_since_start() -> float:
     """Seconds since this process started, the interpreter's start-up included (Linux's process
     table), else since this module was imported."""
@@ -318,47 +334,28 @@ def _seconds_since_start() -> float:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import csv
+    from medcam.demo import run_demo
 
-    import numpy as np
-
-    from medcam.models import load_model
-    from medcam.study import read_study
-
-    root = _sample_root(args.data)
-    models = {"CT": root / "models" / "ct3d.pt", "CR": root / "models" / "cr2d.pt"}
-    checkpoints = {modality: load_model(path) for modality, path in models.items()}
-    with open(root / "labels.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    rows = [row for row in rows if row["modality"] in checkpoints]  # the studies a bundled model can read
-    out = Path(args.out)
     print(f"{'study':18s} {'truth':6s} {'prediction':11s} {'p(finding)':>10s}  {'map peak, LPS mm':24s} {'to lesion':>9s}  outputs")
     start = time.perf_counter()
-    for row in rows:
-        study = read_study(root / row["path"], case_id=row["case"], mask=root / row["mask"] if row["mask"] else None)
-        explanation, outputs = _explain_one(
-            checkpoints[row["modality"]], study, out / row["case"], method="cam", target=None,
-            formats=("nifti", "pm", "sc", "png"), threshold=None, deterministic_uids=True, overwrite=True,
-        )
-        truth = "lesion" if row["label"] == "1" else "none"
+    for case in run_demo(args.out, data=args.data):
+        explanation = case.explanation
         peak = "(" + ", ".join(f"{v:.1f}" for v in explanation.peak_lps) + ")"
-        centres = study.lesion_centres_ras
-        distance = f"{np.linalg.norm(centres - explanation.peak_ras, axis=1).min():.0f} mm" if len(centres) else "-"
-        print(f"{row['case']:18s} {truth:6s} {explanation.predicted_name or '?':11s} {explanation.probability:10.3f}  "
-              f"{peak:24s} {distance:>9s}  {out / row['case']} [{', '.join(outputs.paths)}]")
+        distance = f"{case.distance_mm:.0f} mm" if case.distance_mm is not None else "-"
+        print(f"{case.case_id:18s} {case.truth:6s} {explanation.predicted_name or '?':11s} {explanation.probability:10.3f}  "
+              f"{peak:24s} {distance:>9s}  {case.out_dir} [{', '.join(case.outputs.paths)}]")
     print("p(finding) is the probability of the class mapped (lesion, nodule) for every study, negative ones too: "
           "their maps show where the little evidence there is lies.")
-    print(f"done in {_seconds_since_start():.1f} s from the command's start ({time.perf_counter() - start:.1f} s explaining "
-          "and writing; the rest is start-up and loading the models); open the *.nii.gz in 3D Slicer or ITK-SNAP, "
+    print(f"done in {_seconds_since_start():.1f} s from the command's start ({time.perf_counter() - start:.1f} s loading the "
+          "models, explaining and writing; the rest is start-up); open the *.nii.gz in 3D Slicer or ITK-SNAP, "
           "the DICOM outputs next to the source series in OHIF, Weasis or Horos, the PNGs anywhere")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import itertools
-
     from medcam.cam import CamMethod
-    from medcam.evaluation import evaluate, manifest_cases, synthetic_cases, write_report
+    from medcam.cases import cases_from_csv, synthetic_cases
+    from medcam.metrics.evaluation import evaluate, write_report
     from medcam.models import load_model
 
     methods = [CamMethod.from_name(m.strip()).value for m in args.methods.split(",") if m.strip()]
@@ -367,20 +364,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.model is None and not args.maps:
         raise MedcamError("--model is needed (unless --maps scores maps already written)")
     model = load_model(args.model, device=args.device, class_names=args.classes) if args.model is not None else None
+    cases: Iterable[Study]
     if args.synthetic:
         total = args.n or 100
         cases = synthetic_cases(args.synthetic, total, args.seed)
         title = f"{Path(args.model).name} on {total} lesion-positive {args.synthetic} studies (seed {args.seed})"
     else:
-        cases = list(itertools.islice(manifest_cases(args.manifest), args.n) if args.n else manifest_cases(args.manifest))
-        total = len(cases)
+        listed = cases_from_csv(args.manifest)[: args.n or None]  # --n: the first N (default all)
+        cases, total = listed, len(listed)
         title = f"{Path(args.model).name if args.model else 'maps on file'} on {args.manifest}"
-    log = (lambda _line: None) if args.quiet else (lambda line: print(line, flush=True))
-    # default: the last class, the lesion class of a "no lesion" / "lesion" model
-    names = model.class_names if model is not None else ()
-    target = model.class_index(args.target) if args.target is not None and model is not None else max(len(names) - 1, 1)
     result = evaluate(model, cases, methods, tolerance_mm=args.tolerance_mm, energy_tolerance_mm=args.energy_tolerance_mm,
-                      steps=args.steps, target=target, randomisation_cases=args.randomisation_cases, progress=log,
+                      steps=args.steps, target=args.target, randomisation_cases=args.randomisation_cases,
+                      progress=None if args.quiet else _CaseLines(),
                       layer=args.layer, maps_on_file=args.maps, class_names=args.classes, total=total,
                       figures_dir=args.out / "figures" if args.figures else None, figure_cases=args.figures)
     paths = write_report(result, args.out, title=title, gate=args.gate, tolerance_mm=args.tolerance_mm)

@@ -1,10 +1,10 @@
-"""Explain a cohort: every study under a folder (or listed in a CSV), a manifest row per case, resumable.
+"""Explain a cohort (:mod:`medcam.cases` finds or lists its cases): a manifest row per case, resumable.
 
 Cases run in this process one after another, side by side in ``workers`` worker processes
 (:mod:`medcam.workers`: spawned, each holding the model once), or on the caller's executor (a
 Dask ``distributed.Client`` included: :mod:`medcam.cluster`). Each case is written on its own;
 this process keeps the manifest as results come in. A cohort can also be cut into parts
-(:func:`shard`) run by independent processes or machines, each with its own manifest. A case that
+(:func:`medcam.cases.shard`) run by independent processes or machines, each with its own manifest. A case that
 fails is recorded with its error and the run goes on.
 """
 
@@ -18,15 +18,20 @@ from concurrent.futures import Executor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from medcam.cases import shard
 from medcam.errors import MedcamError
 from medcam.explanation import as_model, default_target, explain, output_name
 from medcam.export.case import DEFAULT_FORMATS
-from medcam.io.volume import is_nifti_path
 from medcam.models.explainable import ExplainableModel
-from medcam.study import Study, safe_case_id
+from medcam.progress import Progress, ProgressCallback
+from medcam.study import Study
 
-__all__ = ["MANIFEST_COLUMNS", "find_cases", "cases_from_csv", "manifest_name", "run_cohort", "shard", "CohortSummary"]
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = ["MANIFEST_COLUMNS", "manifest_name", "run_cohort", "CohortSummary"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,72 +39,6 @@ MANIFEST_COLUMNS = (
     "case_id", "source", "series_uid", "modality", "prediction", "mapped_class", "probability", "peak_lps_mm",
     "outputs", "status", "error", "seconds", "request", "sent",
 )
-
-
-def find_cases(root: str | Path) -> list[Study]:
-    """Every NIfTI file and every DICOM image series below ``root``, as studies not yet read."""
-    root = Path(root)
-    if not root.is_dir():
-        raise MedcamError(f"{root}: expected a folder of studies")
-    cases = [Study(p, safe_case_id(str(p.relative_to(root)))) for p in sorted(root.rglob("*")) if p.is_file() and is_nifti_path(p)]
-    dicom_files = [p for p in root.rglob("*") if p.is_file() and not is_nifti_path(p) and not p.name.startswith(".")]
-    if dicom_files:
-        from medcam.io.dicom_scan import scan_files
-
-        scan = scan_files(sorted(dicom_files))
-        for info in scan.series:
-            folder = info.files[0].parent
-            label = str(folder.relative_to(root)) if folder != root else root.name
-            suffix = f"_s{info.number}" if sum(1 for s in scan.series if s.files[0].parent == folder) > 1 else ""
-            cases.append(Study(folder, safe_case_id(label + suffix), info.uid))
-        series_folders = {info.files[0].parent for info in scan.series}
-        for bad in scan.unreadable:  # a damaged file in a series folder fails that series' case; alone, its own
-            if bad.path.parent not in series_folders:
-                cases.append(Study(bad.path, safe_case_id(str(bad.path.relative_to(root)))))
-    if not cases:
-        raise MedcamError(f"{root}: no NIfTI file or DICOM image series found")
-    return sorted(_unique_ids(cases), key=lambda c: c.case_id)
-
-
-def _unique_ids(cases: list[Study]) -> list[Study]:
-    """Cases whose ids collide (two series of one folder with the same SeriesNumber, say) get a
-    short digest of their series UID or path appended: one folder per case, always."""
-    from collections import Counter
-    from dataclasses import replace
-    from hashlib import sha256
-
-    counts = Counter(case.case_id for case in cases)
-    unique = []
-    for case in cases:
-        if counts[case.case_id] > 1:
-            key = case.series_uid or str(case.source)
-            case = replace(case, case_id=f"{case.case_id}_{sha256(key.encode()).hexdigest()[:8]}", _loaded={})
-        unique.append(case)
-    return unique
-
-
-def cases_from_csv(path: str | Path) -> list[Study]:
-    """Cases listed in a CSV with an ``image`` column (and optional ``case_id``, ``series_uid``,
-    ``mask``, ``label``, ``map``), paths relative to the CSV."""
-    from medcam.io.tables import read_table, table_path
-
-    path = Path(path)
-    _, rows = read_table(path, ["image"], what="cohort CSV")
-    cases, seen = [], {}
-    for number, row in enumerate(rows, start=2):
-        if not (row.get("image") or "").strip():
-            raise MedcamError(f"{path} row {number}: the image column is empty")
-        source = table_path(path, row["image"])
-        # the id: the case_id column, else the path as written (patient1/ct.nii.gz and patient2/ct.nii.gz differ)
-        case_id = safe_case_id(row.get("case_id") or row["image"].strip())
-        if case_id in seen:
-            raise MedcamError(f"{path} rows {seen[case_id]} and {number}: both are case {case_id!r}; "
-                              "give each row its own case_id (every case writes its own folder)")
-        seen[case_id] = number
-        mask, map_path = (table_path(path, row.get(key)) for key in ("mask", "map"))
-        cases.append(Study(source, case_id, row.get("series_uid") or None, mask,
-                           (row.get("label") or "").strip() or None, map_path))
-    return cases
 
 
 @dataclass
@@ -116,15 +55,6 @@ class CohortSummary:
         unsent = f", {self.not_sent} written but not sent" if self.not_sent else ""
         return (f"{self.done} explained, {self.skipped} already done, {self.failed} failed{unsent} in {self.seconds:.1f} s; "
                 f"manifest {self.manifest}")
-
-
-def shard(cases: Sequence[Study], num_parts: int, part_id: int) -> list[Study]:
-    """Part ``part_id`` (0-based) of ``num_parts``: every ``num_parts``-th case from the
-    ``part_id``-th on, in the order given (the order :func:`find_cases` and a CSV give are the
-    same in every process), so the parts together hold every case exactly once."""
-    if num_parts < 1 or not 0 <= part_id < num_parts:
-        raise MedcamError(f"part {part_id} of {num_parts}: the part id must lie in 0..{max(num_parts, 1) - 1} and parts be >= 1")
-    return list(cases[part_id::num_parts])
 
 
 def manifest_name(num_parts: int = 1, part_id: int = 0) -> str:
@@ -213,13 +143,13 @@ def run_cohort(
     method: str = "cam",
     formats: Sequence[str] = DEFAULT_FORMATS,
     workers: int = 1,
-    executor: Executor | None = None,
+    executor: Executor | Client | None = None,
     num_parts: int = 1,
     part_id: int = 0,
     force: bool = False,
     deterministic_uids: bool = False,
     input_roots: Sequence[str | Path] = (),
-    progress: bool = False,
+    progress: ProgressCallback | None = None,
     log: Callable[[str], None] | None = None,
     layer: str | None = None,
     fc_layer: str | None = None,
@@ -244,7 +174,7 @@ def run_cohort(
     workers then load the model once each (:func:`medcam.cluster.cluster_executor`). Outputs
     must lie on a folder every worker sees.
 
-    With ``num_parts`` > 1 only part ``part_id`` of the cases runs (:func:`shard`), and its rows
+    With ``num_parts`` > 1 only part ``part_id`` of the cases runs (:func:`medcam.cases.shard`), and its rows
     go to its own manifest (:func:`manifest_name`); a run sees the rows of every manifest in the
     folder. Cases recorded as ``ok`` for the same request (method, model, formats, class,
     threshold, layer: the manifest's ``request`` column) whose outputs and completion marker all
@@ -258,8 +188,6 @@ def run_cohort(
     sends only what the destination has not acknowledged (cases already done included).
     """
     log = log or logger.info  # the caller's logging configuration decides what shows
-    from tqdm.auto import tqdm
-
     from medcam.cam import CamMethod
     from medcam.export.atomic import atomic_output, check_output_dir, completion_marker
 
@@ -291,7 +219,7 @@ def run_cohort(
     todo = [case for case in cases if force or not _complete(
         rows.get(case.case_id), request, completion_marker(out / case.case_id, output_name(method)))]
     skipped = len(cases) - len(todo)
-    options = dict(method=method, formats=tuple(formats), deterministic_uids=deterministic_uids, overwrite=True, layer=layer,
+    options: dict[str, Any] = dict(method=method, formats=tuple(formats), deterministic_uids=deterministic_uids, overwrite=True, layer=layer,
                    fc_layer=fc_layer, allow_modality_mismatch=allow_modality_mismatch, target=target, threshold=threshold)
     start = time.perf_counter()
 
@@ -302,29 +230,27 @@ def run_cohort(
                 writer.writeheader()
                 writer.writerows(rows[case.case_id] for case in cases if case.case_id in rows)
 
-    failed = 0
-    bar = tqdm(total=len(todo), desc="explaining", unit="case", disable=not progress, dynamic_ncols=True)
+    done = failed = 0
 
     def record(row: dict[str, str]) -> None:
-        nonlocal failed
+        nonlocal done, failed
         row["request"] = request
         rows[row["case_id"]] = row
         save()
-        bar.update(1)
+        done += 1
+        if progress is not None:
+            progress(Progress("explaining", done, len(todo), "case", item=row["case_id"]))
         if row["status"] == "failed":
             failed += 1
             log(f"{row['case_id']}: failed: {row['error']}")
 
-    try:
-        if executor is None and workers == 1:
-            for case in todo:
-                record(_explain_case(case, model, out, **options))
-        elif executor is None:
-            _run_in_pool(todo, model, out, options, workers, record)
-        else:
-            _run_on_executor(todo, model, out, options, executor, record)
-    finally:
-        bar.close()
+    if executor is None and workers == 1:
+        for case in todo:
+            record(_explain_case(case, model, out, **options))
+    elif executor is None:
+        _run_in_pool(todo, model, out, options, workers, record)
+    else:
+        _run_on_executor(todo, model, out, options, executor, record)
     not_sent = 0
     if send_to is not None:
         not_sent = _send_cases(cases, rows, out, output_name(method), send_to, calling_aet, log)
@@ -357,16 +283,19 @@ def _send_cases(cases: Sequence[Study], rows: dict[str, dict[str, str]], out: Pa
     return not_sent
 
 
-def _run_on_executor(todo: Sequence[Study], model: ExplainableModel, out: Path, options: dict, executor, record) -> None:
+def _run_on_executor(todo: Sequence[Study], model: ExplainableModel, out: Path, options: dict[str, Any],
+                     executor: Executor | Client, record: Callable[[dict[str, str]], None]) -> None:
     """Every case on the caller's executor (a Dask Client: its workers hold the model once each)."""
     from medcam.workers import model_handle
 
     handle = model_handle(model)
-    if hasattr(executor, "get_executor") and hasattr(executor, "register_plugin"):  # a distributed.Client
+    if isinstance(executor, Executor):
+        pool = executor
+    else:  # a distributed.Client: its workers load the model once each; the tasks carry only its key
         from medcam.cluster import cluster_executor
 
-        executor, handle = cluster_executor(executor, handle), handle.light()
-    futures = {executor.submit(_case_task, handle, case, out, options): case for case in todo}
+        pool, handle = cluster_executor(executor, handle), handle.light()
+    futures = {pool.submit(_case_task, handle, case, out, options): case for case in todo}
     for future in as_completed(futures):
         try:
             row = future.result()

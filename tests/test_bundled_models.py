@@ -71,7 +71,7 @@ def test_2d_model_detects_the_nodule(cr2d):
 def test_3d_model_cam_points_at_held_out_lesions(ct3d):
     """The pointing game on 10 held-out synthetic studies (the seed of RESULTS.md's 100-case run):
     the CAM peak lies inside the lesion mask in at least 8 (the 100-case rate is in RESULTS.md)."""
-    from medcam.evaluation import synthetic_cases
+    from medcam.cases import synthetic_cases
     from medcam.metrics.localisation import pointing_game
 
     hits = [pointing_game(explain(ct3d, case.volume, method="cam", target=1).heatmap, case.mask)

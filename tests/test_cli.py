@@ -148,7 +148,7 @@ def test_demo(tmp_path, capsys):
         assert case in printed
     assert "mr_oblique_dicom" not in printed  # no bundled MR model: the study is not part of the demo
     # the whole time since the process started, of which the part spent on the studies
-    total, loop = (float(v) for v in re.search(r"done in ([\d.]+) s from the command's start \(([\d.]+) s explaining", printed).groups())
+    total, loop = (float(v) for v in re.search(r"done in ([\d.]+) s from the command's start \(([\d.]+) s loading the models, explaining", printed).groups())
     assert total > loop > 0
     rows = {line.split()[0]: line.split() for line in printed.splitlines()[1:5]}
     # the normal study: predicted negative, its lesion map shown with the lesion's (low) probability
@@ -198,9 +198,11 @@ def test_evaluate_a_cohort_with_negatives_errors_and_maps_on_file(tmp_path, caps
     (recorded, the rest goes on), and maps written earlier scored as they are."""
     import csv
 
-    from medcam.evaluation import evaluate, manifest_cases
+    from medcam.cases import cases_from_csv
+    from medcam.errors import CamError
     from medcam.explanation import explain
     from medcam.io import read_nifti, write_nifti
+    from medcam.metrics.evaluation import evaluate
     from medcam.models import load_model
 
     mask = read_nifti(SAMPLE / "ct_lesion_dicom_mask.nii.gz")
@@ -220,7 +222,7 @@ def test_evaluate_a_cohort_with_negatives_errors_and_maps_on_file(tmp_path, caps
         writer = csv.DictWriter(handle, fieldnames=["case_id", "image", "mask", "label", "map"])
         writer.writeheader()
         writer.writerows(rows)
-    result = evaluate(model, manifest_cases(manifest), ["cam"], steps=3, randomisation_cases=0)
+    result = evaluate(model, cases_from_csv(manifest), ["cam"], steps=3, randomisation_cases=0)
     assert sorted(row["case_id"] for row in result.rows) == ["dicom", "nifti"]  # the positives with a lesion mask
     assert sorted({row["case_id"] for row in result.predictions}) == ["dicom", "nifti", "normal"]
     errors = {row["case_id"]: row["error"] for row in result.errors}
@@ -229,11 +231,16 @@ def test_evaluate_a_cohort_with_negatives_errors_and_maps_on_file(tmp_path, caps
     assert classification["cases"] == 3 and classification["positives"] == 2 and 0 <= classification["auc"] <= 1
     # the NIfTI case's mask is on its own grid there; the DICOM case's mask on the DICOM grid
     computed = {row["case_id"]: row for row in result.rows}
-    on_file = evaluate(None, manifest_cases(manifest), [], maps_on_file=True, class_names=model.class_names)
+    on_file = evaluate(None, cases_from_csv(manifest), [], maps_on_file=True, class_names=model.class_names)
     scored = {row["case_id"]: row for row in on_file.rows}
     assert set(scored) == {"nifti"} and scored["nifti"]["hit"] == computed["nifti"]["hit"]
     assert scored["nifti"]["energy"] == pytest.approx(computed["nifti"]["energy"], abs=1e-4)
     assert "no 'map' in the manifest" in {r["case_id"]: r["error"] for r in on_file.errors}["dicom"]
+    # the class scored, by name, without a model too: for "no lesion" the case labelled "lesion" is a negative
+    other = evaluate(None, cases_from_csv(manifest), [], maps_on_file=True, class_names=model.class_names, target="no lesion")
+    assert other.rows == [] and [(r["case_id"], r["positive"]) for r in other.predictions] == [("nifti", False)]
+    with pytest.raises(CamError, match="class 'tumour': expected one of"):
+        evaluate(None, cases_from_csv(manifest), [], maps_on_file=True, class_names=model.class_names, target="tumour")
     out = tmp_path / "report"
     assert main(["evaluate", "--model", str(SAMPLE / "models" / "ct3d.pt"), "--manifest", str(manifest), "--methods", "cam",
                  "--steps", "3", "--randomisation-cases", "0", "--out", str(out), "--quiet"]) == 0
@@ -255,11 +262,3 @@ def test_evaluate_draws_the_mask_contour_of_the_first_positives_and_reports_case
     rgb = np.asarray(Image.open(out / "figures" / "ct_lesion_dicom_cam.png").convert("RGB")).astype(int)
     lime = (rgb[..., 1] > 200) & (rgb[..., 0] < 80) & (rgb[..., 2] < 80)
     assert lime.sum() > 20  # the lesion mask's contour
-
-
-def test_progress_lines_give_the_time_left_from_the_mean_so_far():
-    from medcam.evaluation import progress_line
-
-    assert progress_line(2, 10, "a", 4.04, 30.0) == "case 2 of 10 (a): 4.0 s, about 2 min 0 s left"
-    assert progress_line(10, 10, "b", 3.0, 30.0) == "case 10 of 10 (b): 3.0 s"
-    assert progress_line(3, None, "c", 1.0, 3.0) == "case 3 (c): 1.0 s"

@@ -7,8 +7,9 @@ import numpy as np
 import pydicom
 import pytest
 
+from medcam.cases import find_cases
 from medcam.cli import main
-from medcam.cohort import find_cases, run_cohort
+from medcam.cohort import run_cohort
 from medcam.io import write_nifti
 from medcam.models import load_checkpoint
 from medcam.synthetic import StudyInfo, axial_geometry, ct_abdomen_scene, make_study, write_dicom_series
@@ -71,10 +72,15 @@ def test_cohort_with_a_corrupted_study_then_resume(cohort, model_path, tmp_path,
 def test_cohort_from_csv_and_outputs_outside_input(cohort, model_path, tmp_path):
     listing = tmp_path / "list.csv"
     listing.write_text(f"image,case_id\n{cohort / 'extra.nii.gz'},extra\n{cohort / 'patient0' / 'ct'},p0\n")
-    from medcam.cohort import cases_from_csv
+    from medcam.cases import cases_from_csv
 
-    summary = run_cohort(cases_from_csv(listing), load_checkpoint(model_path), tmp_path / "out", formats=("nifti",), log=lambda _: None)
+    reports = []
+    summary = run_cohort(cases_from_csv(listing), load_checkpoint(model_path), tmp_path / "out", formats=("nifti",),
+                         log=lambda _: None, progress=reports.append)
     assert (summary.done, summary.failed) == (2, 0)
+    # one report per case, as its manifest row is written, in the order the cases finished
+    assert [(p.task, p.done, p.total, p.unit) for p in reports] == [("explaining", 1, 2, "case"), ("explaining", 2, 2, "case")]
+    assert sorted(p.item for p in reports) == ["extra", "p0"]
     assert set(_manifest(tmp_path / "out")) == {"extra", "p0"}
     from medcam.errors import ExportError
 
@@ -83,7 +89,7 @@ def test_cohort_from_csv_and_outputs_outside_input(cohort, model_path, tmp_path)
 
 
 def test_cohort_with_a_monai_bundle_and_masks_from_the_csv(cohort, tmp_path):
-    from medcam.cohort import cases_from_csv
+    from medcam.cases import cases_from_csv
     from medcam.models import load_model
     from tests.bundles import write_bundle
 
@@ -102,7 +108,7 @@ def test_cohort_with_a_monai_bundle_and_masks_from_the_csv(cohort, tmp_path):
 def test_case_ids_are_unique_and_never_leave_the_output_folder(tmp_path):
     """Two series in one folder with the same SeriesNumber, and CSV rows that share a file name,
     get one case each (one folder each); a repeated case_id is refused; ids are folder names."""
-    from medcam.cohort import cases_from_csv
+    from medcam.cases import cases_from_csv
     from medcam.errors import MedcamError
 
     root = tmp_path / "cohort"

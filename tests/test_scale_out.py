@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from medcam.cli import _part, build_parser, main
-from medcam.cohort import find_cases, manifest_name, run_cohort, shard
+from medcam.cases import find_cases, part_from_environment, shard
+from medcam.cli import build_parser, main
+from medcam.cohort import manifest_name, run_cohort
 from medcam.errors import MedcamError
 from medcam.io import write_nifti
 from medcam.models import ClassifierConfig, GapClassifier, from_module, load_model
@@ -121,8 +122,9 @@ def test_parts_cover_every_case_exactly_once_and_a_whole_run_sees_them(cohort, m
 def test_the_part_comes_from_the_options_torchrun_or_a_slurm_array():
     parser = build_parser()
 
-    def part(argv, environ):
-        return _part(parser.parse_args(["explain", "x", "--model", "m", "--out", "o", *argv]), environ)
+    def part(argv, environ):  # the options as the command line parses them
+        args = parser.parse_args(["explain", "x", "--model", "m", "--out", "o", *argv])
+        return part_from_environment(args.num_parts, args.part_id, environ)
 
     assert part([], {}) == (1, 0)
     assert part(["--num-parts", "4", "--part-id", "2"], {"WORLD_SIZE": "8", "RANK": "1"}) == (4, 2)

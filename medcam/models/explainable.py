@@ -28,10 +28,32 @@ from medcam.geometry import Volume
 from medcam.models.provenance import ModelProvenance
 from medcam.transforms import build_transform, run_transform, to_meta_tensor
 
-__all__ = ["ExplainableModel", "from_checkpoint", "from_module", "load_model", "tensor_transform"]
+__all__ = ["ExplainableModel", "class_index", "from_checkpoint", "from_module", "load_model", "tensor_transform"]
 
 #: Values of DICOM Modality (0008,0060) that name the same kind of image.
 _MODALITY_ALIASES = {"MRI": "MR", "CXR": "CR", "XRAY": "CR", "X-RAY": "CR"}
+
+
+def class_index(class_names: Sequence[str], name_or_index: str | int) -> int:
+    """The output index of a class given by name or by index (a digit string too), checked
+    against ``class_names`` (any index when there are none).
+
+    >>> class_index(["no lesion", "lesion"], "lesion"), class_index(["no lesion", "lesion"], "0")
+    (1, 0)
+
+    Raises
+    ------
+    CamError
+        No such class.
+    """
+    if isinstance(name_or_index, int) or str(name_or_index).isdigit():
+        index = int(name_or_index)
+        if not class_names or 0 <= index < len(class_names):
+            return index
+    elif name_or_index in class_names:
+        return list(class_names).index(name_or_index)
+    choices = f"one of {list(class_names)} or 0..{len(class_names) - 1}" if class_names else "a class index"
+    raise CamError(f"class {name_or_index!r}: expected {choices}")
 
 
 def normalise_modality(name: str) -> str:
@@ -91,15 +113,8 @@ class ExplainableModel:
         return self.class_names[index] if 0 <= index < len(self.class_names) else f"class {index}"
 
     def class_index(self, name_or_index: str | int) -> int:
-        """The output index of a class given by name or index (``--class``)."""
-        if isinstance(name_or_index, int) or str(name_or_index).isdigit():
-            index = int(name_or_index)
-            if not self.class_names or 0 <= index < len(self.class_names):
-                return index
-        elif name_or_index in self.class_names:
-            return self.class_names.index(name_or_index)
-        choices = f"one of {list(self.class_names)} or 0..{len(self.class_names) - 1}" if self.class_names else "a class index"
-        raise CamError(f"class {name_or_index!r}: expected {choices}")
+        """The output index of a class given by name or index (``--class``): :func:`class_index`."""
+        return class_index(self.class_names, name_or_index)
 
     def prepare(self, volume: Volume):
         """The model input of ``volume``: a ``MetaTensor (C, *model spatial)`` with its RAS affine.
@@ -116,7 +131,7 @@ class ExplainableModel:
         except MedcamError:
             raise
         except Exception as exc:  # noqa: BLE001 - MONAI wraps a failing step's error in RuntimeError
-            cause = exc
+            cause: BaseException = exc
             while cause.__cause__ is not None:
                 cause = cause.__cause__
             detail = " ".join(str(cause).split())[:300]
@@ -172,11 +187,11 @@ def _is_dictionary_transform(transform) -> str | None:
     from monai.transforms import Compose, MapTransform
 
     if isinstance(transform, MapTransform):
-        return transform.keys[0]
+        return str(transform.keys[0])
     if isinstance(transform, Compose):
         steps = [t for t in transform.transforms if isinstance(t, MapTransform)]
         if steps and len(steps) == len(transform.transforms):
-            return steps[0].keys[0]
+            return str(steps[0].keys[0])
     return None
 
 

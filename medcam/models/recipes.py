@@ -14,7 +14,7 @@ from medcam.errors import TrainingError
 from medcam.models.checkpoint import save_checkpoint
 from medcam.models.distributed import barrier, current_ranks
 from medcam.models.gap_classifier import ClassifierConfig
-from medcam.models.training import TrainingResult, calibrate_binary, train_classifier, validate
+from medcam.models.training import TrainingConfig, TrainingResult, calibrate_binary, train_classifier, validate
 from medcam.models.training_data import (
     TrainingData,
     lesion_centred_crops,
@@ -23,9 +23,10 @@ from medcam.models.training_data import (
     make_synthetic_data,
     split_data,
 )
+from medcam.progress import ProgressCallback
 from medcam.transforms import PreprocessConfig
 
-__all__ = ["TASK_DEFAULTS", "TASK_RECIPES", "MANIFEST_RECIPES", "train_synthetic_task", "train_manifest"]
+__all__ = ["TASK_DEFAULTS", "TASK_RECIPES", "MANIFEST_RECIPES", "manifest_configs", "train_synthetic_task", "train_manifest"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def train_synthetic_task(
     batch_size: int = 16,
     lr: float = 3e-3,
     localisation_weight: float | None = None,
-    progress: bool = False,
+    progress: ProgressCallback | None = None,
     log: Callable[[str], None] | None = None,
 ) -> TrainingResult:
     """The recipe of the bundled models: lesion-centred crops first, then whole volumes.
@@ -114,9 +115,10 @@ def train_synthetic_task(
     log(f"stage 1: {len(crops)} lesion-centred crops of {crop} voxels, {crop_epochs} epochs")
     first = train_classifier(
         crops, val, model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
-        out=stage_one, epochs=crop_epochs, batch_size=batch_size, lr=lr, seed=seed, select_by="auc",
-        localisation_weight=localisation_weight, localisation_warmup=min(int(recipe["localisation_warmup"]), max(crop_epochs - 1, 0)),
-        batch_norm_samples=int(recipe["batch_norm_samples"]) or None, modalities=modalities, progress=progress, log=log,
+        out=stage_one, modalities=modalities, progress=progress, log=log,
+        config=TrainingConfig(crop_epochs, batch_size, lr, seed, select_by="auc", localisation_weight=localisation_weight,
+                              localisation_warmup=min(int(recipe["localisation_warmup"]), max(crop_epochs - 1, 0)),
+                              batch_norm_samples=int(recipe["batch_norm_samples"]) or None),
     )
     from medcam.models.checkpoint import load_checkpoint
 
@@ -127,14 +129,65 @@ def train_synthetic_task(
     log(f"stage 2: {len(volumes)} whole volumes, {epochs} epochs")
     second = train_classifier(
         volumes, val, model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
-        out=out, epochs=epochs, batch_size=batch_size, lr=lr / 3, seed=seed + 1, initial_state=state,
-        localisation_weight=localisation_weight, batch_norm_samples=int(recipe["batch_norm_samples"]) or None,
+        out=out, initial_state=state,
+        config=TrainingConfig(epochs, batch_size, lr / 3, seed + 1, localisation_weight=localisation_weight,
+                              batch_norm_samples=int(recipe["batch_norm_samples"]) or None),
         extra_summary={"recipe": "crops then whole volumes", "stage1": {"crops": len(crops), "crop_size": list(crop),
                        "epochs": crop_epochs, "best_epoch": first.best_epoch, "seconds": round(first.seconds, 1)}},
         modalities=modalities, progress=progress, log=log,
     )
     second.seconds += first.seconds
     return second
+
+
+def manifest_configs(
+    spatial_dims: int,
+    spacing: Sequence[float],
+    size: Sequence[int],
+    class_names: Sequence[str],
+    *,
+    intensity: str = "window",
+    window: tuple[float, float] = (40.0, 400.0),
+    channels: Sequence[int] = (16, 32, 64),
+    stem_stride: int = 2,
+    pool_after: Sequence[bool] | None = None,
+    fine_head: int = 16,
+) -> tuple[PreprocessConfig, ClassifierConfig]:
+    """The preprocessing and the network of a model trained on a user's cohort (:func:`train_manifest`).
+
+    Parameters
+    ----------
+    spatial_dims : {2, 3}
+        2 for radiographs and single slices (axes kept as stored), 3 for volumes (reoriented to RAS).
+    spacing, size : sequence
+        The model grid: voxel size in mm and input size in voxels, one per spatial axis.
+    class_names : sequence of str
+        In label order; the network has one output per class.
+    intensity, window : str, (centre, width)
+        :class:`~medcam.transforms.PreprocessConfig`'s intensity scaling; ``window`` is used by "window" only.
+    channels : sequence of int
+        Width of each stage; the first stage has one convolution, the others two.
+    stem_stride, fine_head : int
+        :class:`~medcam.models.ClassifierConfig`'s.
+    pool_after : sequence of bool, optional
+        2x pooling after each stage; default: after the first only.
+
+    Raises
+    ------
+    ConfigError
+        A value either configuration refuses (the message lists every problem).
+    """
+    stages = len(channels)
+    preprocess_config = PreprocessConfig(
+        spatial_dims, tuple(float(s) for s in spacing), tuple(int(n) for n in size), intensity=intensity,
+        window=(float(window[0]), float(window[1])) if intensity == "window" else None, orientation=None if spatial_dims == 2 else "RAS",
+    )
+    model_config = ClassifierConfig(
+        spatial_dims, num_classes=len(class_names), channels=tuple(channels), convs_per_stage=(1,) + (2,) * (stages - 1),
+        stem_stride=stem_stride, fine_head=fine_head,
+        pool_after=tuple(bool(p) for p in pool_after) if pool_after else (True,) + (False,) * (stages - 1),
+    )
+    return preprocess_config, model_config
 
 
 def train_manifest(
@@ -153,7 +206,7 @@ def train_manifest(
     lr: float = 3e-3,
     localisation_weight: float | None = None,
     modalities: Sequence[str] = (),
-    progress: bool = False,
+    progress: ProgressCallback | None = None,
     log: Callable[[str], None] | None = None,
 ) -> TrainingResult:
     """Train on a user's cohort (:func:`load_manifest_data`), with lesion masks or labels only.
@@ -182,8 +235,8 @@ def train_manifest(
     weight = float(recipe["localisation_weight"] if localisation_weight is None else localisation_weight)
     if (crop_epochs or weight) and data.masks is None:
         raise TrainingError("lesion-centred crops and the localisation loss need a 'mask' column in the manifest")
-    common = dict(model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
-                  batch_size=batch_size, modalities=modalities, progress=progress, log=log)
+    common: dict[str, Any] = dict(model_config=model_config, preprocess_config=preprocess_config, class_names=class_names,
+                                  modalities=modalities, progress=progress, log=log)
     out = Path(out)
     extra: dict[str, Any] = {"recipe": "whole volumes"}
     state, first = None, None
@@ -194,8 +247,9 @@ def train_manifest(
         warmup = min(int(recipe["localisation_warmup"]), crop_epochs - 1) if weight else 0
         stage_one = out.with_name(out.name + ".crops.partial")
         log(f"stage 1: {len(crops)} lesion-centred crops of {crop} voxels, {crop_epochs} epochs")
-        first = train_classifier(crops, val, out=stage_one, epochs=crop_epochs, lr=lr, seed=seed, select_by="auc+hit",
-                                 localisation_weight=weight, localisation_warmup=warmup, **common)
+        first = train_classifier(crops, val, out=stage_one, **common,
+                                 config=TrainingConfig(crop_epochs, batch_size, lr, seed, select_by="auc+hit",
+                                                       localisation_weight=weight, localisation_warmup=warmup))
         from medcam.models.checkpoint import load_checkpoint
 
         state = load_checkpoint(stage_one).model.state_dict()
@@ -207,8 +261,8 @@ def train_manifest(
         if not epochs:
             return _calibrated(stage_one, out, train, val, first, extra, batch_size=batch_size, log=log)
         log(f"stage 2: {len(train)} whole volumes, {epochs} epochs")
-    result = train_classifier(train, val, out=out, epochs=epochs, lr=lr / 3 if state is not None else lr, seed=seed + 1,
-                              initial_state=state, localisation_weight=weight, extra_summary=extra, **common)
+    config = TrainingConfig(epochs, batch_size, lr / 3 if state is not None else lr, seed + 1, localisation_weight=weight)
+    result = train_classifier(train, val, out=out, initial_state=state, extra_summary=extra, config=config, **common)
     if first is not None:
         result.seconds += first.seconds
     return result

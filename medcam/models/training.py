@@ -10,6 +10,7 @@ so an interrupted run leaves the previous best checkpoint, never a half-written 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -17,23 +18,25 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
-from medcam.errors import MedcamWarning, TrainingError
+from medcam.errors import ConfigError, MedcamWarning, TrainingError
 from medcam.metrics.classification import ClassificationMetrics, classification_metrics
 from medcam.models.checkpoint import save_checkpoint
 from medcam.models.checks import validation_localisation
 from medcam.models.distributed import barrier, current_ranks
 from medcam.models.gap_classifier import ClassifierConfig, GapClassifier
 from medcam.models.losses import centre_classifier, localisation_penalty
-from medcam.models.training_data import TrainingData, progress_bar
+from medcam.models.training_data import TrainingData
+from medcam.progress import ProgressCallback, report_each
 from medcam.transforms import PreprocessConfig
 
-__all__ = ["TrainingResult", "TrainingError", "calibrate_binary", "predict_probabilities", "train_classifier", "validate"]
+__all__ = ["TrainingConfig", "TrainingResult", "TrainingError", "calibrate_binary", "predict_probabilities", "train_classifier",
+           "validate"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,9 +113,9 @@ def calibrate_binary(model: GapClassifier, images: torch.Tensor, labels: torch.T
         if np.abs(step).max() < 1e-10:
             break
     a, b = max(float(theta[0]) / scale, 1e-6), float(theta[1])  # a ranking that is backwards stays, barely scaled
-    model.classifier.weight *= a
-    model.classifier.bias *= a
-    model.classifier.bias += torch.tensor([-b / 2, b / 2], dtype=model.classifier.bias.dtype)
+    classifier = model.classifier
+    classifier.weight.mul_(a)
+    classifier.bias.mul_(a).add_(torch.tensor([-b / 2, b / 2], dtype=classifier.bias.dtype))
     return a, b
 
 
@@ -146,6 +149,62 @@ def _keeps_the_global_rng(function: Callable) -> Callable:
     return wrapper
 
 
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How :func:`train_classifier` trains: recorded in the checkpoint's training summary.
+
+    Attributes
+    ----------
+    epochs, batch_size, lr : int, int, float
+        Epochs over the training data, the global batch (shared out between DDP ranks) and the
+        one-cycle schedule's peak learning rate.
+    seed : int
+        Initial weights, sample order, flips and the batch-norm sample: the same seed, the same model.
+    augment : bool
+        Random flips along every spatial axis.
+    select_by : {"loss", "auc", "auc+hit"}
+        Which epoch's weights are kept: the lowest validation cross-entropy, the highest AUC, or the
+        highest mean of the AUC and the CAM hit rate on the validation positives (with masks).
+    localisation_weight, localisation_warmup : float, int
+        Weight of :func:`localisation_penalty` (0: none), reached linearly over the warm-up epochs.
+    batch_norm_samples : int or None
+        Training cases the batch-norm statistics are recomputed on after each epoch (None: all).
+
+    Raises
+    ------
+    ConfigError
+        A value out of range: no epochs, a batch of none, a warm-up not shorter than training, an
+        unknown ``select_by``.
+    """
+
+    epochs: int = 15
+    batch_size: int = 16
+    lr: float = 2e-3
+    seed: int = 0
+    augment: bool = True
+    select_by: str = "loss"
+    localisation_weight: float = 0.0
+    localisation_warmup: int = 0
+    batch_norm_samples: int | None = 512
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            problems.append(f"epochs, batch_size and lr must be positive, found {self.epochs}, {self.batch_size}, {self.lr}")
+        if self.select_by not in SELECT_BY:
+            problems.append(f"select_by {self.select_by!r}: expected one of {', '.join(SELECT_BY)}")
+        if self.localisation_warmup >= max(self.epochs, 1) or self.localisation_warmup < 0:
+            problems.append(f"localisation_warmup ({self.localisation_warmup}) must be shorter than the {self.epochs} epochs")
+        if self.localisation_weight < 0:
+            problems.append(f"localisation_weight must not be negative, found {self.localisation_weight}")
+        if problems:
+            raise ConfigError("TrainingConfig: " + "; ".join(problems))
+
+
+#: How the kept epoch is chosen (:attr:`TrainingConfig.select_by`).
+SELECT_BY = ("loss", "auc", "auc+hit")
+
+
 @_keeps_the_global_rng
 def train_classifier(
     train: TrainingData,
@@ -155,22 +214,16 @@ def train_classifier(
     preprocess_config: PreprocessConfig,
     class_names: Sequence[str],
     out: str | Path,
-    epochs: int = 15,
-    batch_size: int = 16,
-    lr: float = 2e-3,
-    seed: int = 0,
-    augment: bool = True,
+    config: TrainingConfig | None = None,
     initial_state: dict[str, torch.Tensor] | None = None,
-    select_by: str = "loss",
-    localisation_weight: float = 0.0,
-    localisation_warmup: int = 0,
-    batch_norm_samples: int | None = 512,
     extra_summary: dict[str, Any] | None = None,
     modalities: Sequence[str] = (),
-    progress: bool = False,
+    progress: ProgressCallback | None = None,
     log: Callable[[str], None] | None = None,
 ) -> TrainingResult:
-    """Train with AdamW and a one-cycle schedule; keep the best checkpoint on the validation set.
+    """Train with AdamW and a one-cycle schedule as ``config`` says (:class:`TrainingConfig`; its
+    defaults when None), from ``initial_state`` when given; keep the best checkpoint on the
+    validation set in ``out``, with ``extra_summary`` and ``modalities`` recorded.
 
     The loss is cross-entropy weighted by inverse class frequency. With ``augment`` each batch is
     randomly flipped along its spatial axes. Training data made of matched pairs (consecutive
@@ -207,16 +260,17 @@ def train_classifier(
     other ranks return once it is written, with ``best_metrics`` None.
     """
     log = log or logger.info  # the caller's logging configuration decides what shows
+    config = config or TrainingConfig()
+    epochs, batch_size, lr, seed = config.epochs, config.batch_size, config.lr, config.seed
+    localisation_weight, localisation_warmup = config.localisation_weight, config.localisation_warmup
     ranks = current_ranks()
     if not ranks.main:
-        log, progress = (lambda _line: None), False
+        log, progress = (lambda _line: None), None
     num_classes = model_config.num_classes
     _check_split("training", train, num_classes)
     _check_split("validation", val, num_classes)
     if localisation_weight and (train.masks is None or num_classes != 2):
         raise TrainingError("the localisation loss needs a binary task and training data with lesion masks")
-    if localisation_warmup >= epochs:
-        raise TrainingError(f"localisation_warmup ({localisation_warmup}) must be shorter than the {epochs} epochs")
     torch.manual_seed(seed)  # the same initial weights on every rank; the caller's state is restored on return
     generator = torch.Generator().manual_seed(seed + ranks.rank)  # the order (one process) and the flips: per rank
     model = GapClassifier(model_config)
@@ -239,13 +293,12 @@ def train_classifier(
     summary = {
         "train": {**train.summary, "n": len(train), "class_counts": train.counts(num_classes)},
         "validation": {**val.summary, "n": len(val), "class_counts": val.counts(num_classes)},
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "augment": augment,
-        "localisation_weight": localisation_weight, "localisation_warmup": localisation_warmup, "processes": ranks.world,
+        **dataclasses.asdict(config), "processes": ranks.world,
         **(extra_summary or {}),
     }
     bn_images = train.images
-    if batch_norm_samples is not None and len(train) > batch_norm_samples:
-        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:batch_norm_samples]
+    if config.batch_norm_samples is not None and len(train) > config.batch_norm_samples:
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[: config.batch_norm_samples]
         bn_images = train.images[pick.sort().values]
     best: tuple[float, float] | None = None  # (-validation loss, AUC)
     best_metrics: ClassificationMetrics | None = None
@@ -259,11 +312,11 @@ def train_classifier(
         total_loss = total_penalty = 0.0
         weight_now = localisation_weight * min(1.0, (epoch - 1) / localisation_warmup if localisation_warmup else 1.0)
         batches = range(0, len(order), local_batch)
-        for first in progress_bar(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}", enabled=progress):
+        for first in report_each(batches, progress, task=f"epoch {epoch}/{epochs}", total=steps_per_epoch, unit="batch"):
             index = order[first : first + local_batch]
             images, labels = train.images[index].float(), train.labels[index]
-            masks = train.masks[index] if localisation_weight else None
-            if augment:
+            masks = train.masks[index] if localisation_weight and train.masks is not None else None
+            if config.augment:
                 flips = [axis for axis in spatial_axes if torch.rand(1, generator=generator).item() < 0.5]
                 if flips:
                     images = torch.flip(images, flips)
@@ -292,9 +345,9 @@ def train_classifier(
             history[-1]["localisation_penalty"] = total_penalty / len(train)
         history[-1].update(localisation)
         # cross-entropy is a proper score: best calibrated and ranked; AUC only ranks
-        if select_by == "loss":
+        if config.select_by == "loss":
             key = (-val_loss, metrics.auc)
-        elif select_by == "auc+hit" and "hit_rate" in localisation:  # classification and localisation alike
+        elif config.select_by == "auc+hit" and "hit_rate" in localisation:  # classification and localisation alike
             key = ((metrics.auc + localisation["hit_rate"]) / 2, -val_loss)
         else:
             key = (metrics.auc, -val_loss)
@@ -357,9 +410,10 @@ def _epoch_order(train: TrainingData, ranks, seed: int, epoch: int, generator: t
     share dealt by a DistributedSampler; matched pairs stay together."""
     units, per_unit = _units(train)
     if ranks.distributed:
-        from torch.utils.data import DistributedSampler
+        from torch.utils.data import Dataset, DistributedSampler
 
-        sampler = DistributedSampler(range(units), num_replicas=ranks.world, rank=ranks.rank, shuffle=True, seed=seed)
+        # a range is a map-style dataset of its own indices (len and [])
+        sampler: DistributedSampler[int] = DistributedSampler(cast("Dataset[int]", range(units)), num_replicas=ranks.world, rank=ranks.rank, shuffle=True, seed=seed)
         sampler.set_epoch(epoch)
         chosen = torch.tensor(list(sampler), dtype=torch.int64)
     else:

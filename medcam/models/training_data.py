@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from medcam.errors import MedcamError, TrainingError
+from medcam.progress import ProgressCallback, report_each
 from medcam.transforms import PreprocessConfig, build_transform, preprocess
 
 __all__ = ["TrainingData", "make_synthetic_data", "make_synthetic_crops", "load_manifest_data", "lesion_centred_crops",
@@ -44,15 +45,8 @@ class TrainingData:
         return torch.bincount(self.labels, minlength=num_classes).tolist()
 
 
-def progress_bar(iterable, *, total: int, desc: str, enabled: bool):
-    """``iterable`` under a tqdm bar when ``enabled`` (the command line's progress), else as it is."""
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
-
-
 def make_synthetic_data(
-    task_name: str, n: int, seed: int, config: PreprocessConfig, *, matched_pairs: bool = False, progress: bool = False
+    task_name: str, n: int, seed: int, config: PreprocessConfig, *, matched_pairs: bool = False, progress: ProgressCallback | None = None
 ) -> TrainingData:
     """Generate ``n`` studies of a synthetic task (see :mod:`medcam.synthetic.tasks`) and preprocess them.
 
@@ -70,7 +64,7 @@ def make_synthetic_data(
         labels.append(int(study.has_lesion))
 
     count = n // 2 if matched_pairs else n
-    for index in progress_bar(range(count), total=count, desc=f"generating {task_name}", enabled=progress):
+    for index in report_each(range(count), progress, task=f"generating {task_name}", total=count, unit="study"):
         if matched_pairs:
             for study in task.matched_pair(index, seed):
                 add(study)
@@ -85,7 +79,7 @@ def make_synthetic_data(
 
 def make_synthetic_crops(
     task_name: str, n_pairs: int, seed: int, config: PreprocessConfig, crop_size: Sequence[int], *,
-    jitter: float = 0.25, progress: bool = False,
+    jitter: float = 0.25, progress: ProgressCallback | None = None,
 ) -> tuple[TrainingData, TrainingData]:
     """Lesion-centred crops of matched pairs, and the whole volumes they come from.
 
@@ -107,7 +101,7 @@ def make_synthetic_crops(
     rng = np.random.default_rng([seed, 7])
     crop = np.asarray(crop_size, dtype=int)
     crops, volumes, labels, crop_masks, volume_masks = [], [], [], [], []
-    for index in progress_bar(range(n_pairs), total=n_pairs, desc=f"generating {task_name} pairs", enabled=progress):
+    for index in report_each(range(n_pairs), progress, task=f"generating {task_name} pairs", total=n_pairs, unit="pair"):
         positive, negative = task.matched_pair(index, seed)
         tensors = [preprocess(study.volume, config, transform=transform) for study in (positive, negative)]
         grid = model_geometry(tensors[0])
@@ -140,7 +134,7 @@ def make_synthetic_crops(
 
 
 def load_manifest_data(
-    manifest: str | Path, config: PreprocessConfig, class_names: Sequence[str], *, progress: bool = False
+    manifest: str | Path, config: PreprocessConfig, class_names: Sequence[str], *, progress: ProgressCallback | None = None
 ) -> TrainingData:
     """Read a manifest CSV with columns ``image`` (path, relative to the CSV's folder) and ``label``,
     and optionally ``mask``: a lesion mask (NIfTI or DICOM) on any grid.
@@ -164,7 +158,7 @@ def load_manifest_data(
     with_masks = "mask" in columns
     transform = build_transform(config)
     images, labels, masks = [], [], []
-    for number, row in enumerate(progress_bar(rows, total=len(rows), desc="reading", enabled=progress), start=2):
+    for number, row in enumerate(report_each(rows, progress, task="reading", total=len(rows), unit="image"), start=2):
         where = f"{manifest} row {number}"
         raw = (row.get("label") or "").strip()
         if raw in names:

@@ -55,4 +55,4 @@ def test_a_batch_that_cannot_be_shared_between_ranks_is_refused(monkeypatch):
     preprocess_config, model_config, names = TASK_DEFAULTS["cr2d"]
     with pytest.raises(TrainingError, match="cannot be shared out evenly between 3 ranks"):
         training.train_classifier(data, data, model_config=model_config, preprocess_config=preprocess_config,
-                                  class_names=names, out="unused.pt", epochs=1, batch_size=16)
+                                  class_names=names, out="unused.pt", config=training.TrainingConfig(1, 16))

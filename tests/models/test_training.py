@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from medcam.errors import ConfigError
 from medcam.models import ClassifierConfig, GapClassifier, load_checkpoint
 from medcam.models.losses import centre_classifier, localisation_penalty
-from medcam.models.training import TrainingError, calibrate_binary, train_classifier
+from medcam.models.training import TrainingConfig, TrainingError, calibrate_binary, train_classifier
 from medcam.models.training_data import TrainingData, load_manifest_data, make_synthetic_crops, make_synthetic_data, split_data
 from medcam.transforms import PreprocessConfig
 from tests.conftest import TINY_PREPROCESS as PREPROCESS
@@ -23,7 +24,7 @@ def test_tiny_training_run_end_to_end(manifest, tmp_path):
     lines = []
     result = train_classifier(
         train, val, model_config=TINY, preprocess_config=PREPROCESS, class_names=("no lesion", "lesion"),
-        out=tmp_path / "model.pt", epochs=3, batch_size=2, lr=1e-2, seed=0, log=lines.append,
+        out=tmp_path / "model.pt", config=TrainingConfig(3, 2, 1e-2, 0), log=lines.append,
     )
     assert len(result.history) == 3 and len(lines) == 3 and "AUC" in lines[0]
     checkpoint = load_checkpoint(result.checkpoint)
@@ -42,7 +43,7 @@ def test_training_is_seeded(manifest, tmp_path):
     runs = [
         train_classifier(
             train, val, model_config=TINY, preprocess_config=PREPROCESS, class_names=("a", "b"),
-            out=tmp_path / f"m{i}.pt", epochs=2, batch_size=2, seed=3, log=lambda _: None,
+            out=tmp_path / f"m{i}.pt", config=TrainingConfig(2, 2, seed=3), log=lambda _: None,
         )
         for i in range(2)
     ]
@@ -58,7 +59,7 @@ def test_training_leaves_the_caller_s_random_state_and_logs_through_logging(mani
     before = torch.get_rng_state()
     with caplog.at_level(logging.INFO, logger="medcam.models.training"):
         train_classifier(train, val, model_config=TINY, preprocess_config=PREPROCESS, class_names=("a", "b"),
-                         out=tmp_path / "m.pt", epochs=2, batch_size=2, seed=3)
+                         out=tmp_path / "m.pt", config=TrainingConfig(2, 2, seed=3))
     assert torch.equal(torch.get_rng_state(), before)  # seeded inside, restored on return
     assert capsys.readouterr().out == ""  # nothing printed by the library
     lines = [r.getMessage() for r in caplog.records if r.name == "medcam.models.training"]
@@ -76,7 +77,7 @@ def test_interrupted_run_keeps_the_last_best_checkpoint(manifest, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train_classifier(
             train, val, model_config=TINY, preprocess_config=PREPROCESS, class_names=("a", "b"),
-            out=tmp_path / "m.pt", epochs=5, batch_size=2, log=interrupt_at_epoch_two,
+            out=tmp_path / "m.pt", config=TrainingConfig(5, 2), log=interrupt_at_epoch_two,
         )
     assert load_checkpoint(tmp_path / "m.pt").metadata["training"]["best_epoch"] in (1, 2)
     assert not list(tmp_path.glob("*.partial"))
@@ -115,12 +116,12 @@ def test_empty_or_one_class_split_is_refused(tmp_path):
     one_class = TrainingData(images, torch.zeros(4, dtype=torch.int64))
     with pytest.raises(TrainingError, match=r"the training split has class counts \[4, 0\]"):
         train_classifier(one_class, one_class, model_config=TINY, preprocess_config=PREPROCESS,
-                         class_names=("a", "b"), out=tmp_path / "m.pt", epochs=1)
+                         class_names=("a", "b"), out=tmp_path / "m.pt", config=TrainingConfig(1))
     both = TrainingData(images, torch.tensor([0, 1, 0, 1]))
     empty = both.subset([])
     with pytest.raises(TrainingError, match="the validation split is empty"):
         train_classifier(both, empty, model_config=TINY, preprocess_config=PREPROCESS,
-                         class_names=("a", "b"), out=tmp_path / "m.pt", epochs=1)
+                         class_names=("a", "b"), out=tmp_path / "m.pt", config=TrainingConfig(1))
 
 
 def test_split_is_stratified_and_seeded():
@@ -230,7 +231,7 @@ def test_training_with_the_localisation_loss_moves_evidence_onto_the_lesion(tmp_
     lines = []
     result = train_classifier(
         train, val, model_config=TINY, preprocess_config=PREPROCESS, class_names=("a", "b"), out=tmp_path / "m.pt",
-        epochs=6, batch_size=8, lr=1e-2, seed=0, localisation_weight=1.0, localisation_warmup=2, log=lines.append,
+        config=TrainingConfig(6, 8, 1e-2, 0, localisation_weight=1.0, localisation_warmup=2), log=lines.append,
     )
     penalties = [entry["localisation_penalty"] for entry in result.history]
     assert "outside-lesion evidence" in lines[0]
@@ -239,12 +240,11 @@ def test_training_with_the_localisation_loss_moves_evidence_onto_the_lesion(tmp_
     trained = load_checkpoint(result.checkpoint)
     assert trained.metadata["training"]["localisation_weight"] == 1.0
     assert torch.allclose(trained.model.classifier.weight.sum(dim=0), torch.zeros(8), atol=1e-5)  # centred
-    with pytest.raises(TrainingError, match="must be shorter than the 2 epochs"):
-        train_classifier(train, val, model_config=TINY, preprocess_config=PREPROCESS, class_names=("a", "b"),
-                         out=tmp_path / "w.pt", epochs=2, localisation_weight=1.0, localisation_warmup=2)
+    with pytest.raises(ConfigError, match="must be shorter than the 2 epochs"):
+        TrainingConfig(2, localisation_weight=1.0, localisation_warmup=2)
     with pytest.raises(TrainingError, match="needs a binary task and training data with lesion masks"):
         train_classifier(TrainingData(images, labels), val, model_config=TINY, preprocess_config=PREPROCESS,
-                         class_names=("a", "b"), out=tmp_path / "n.pt", epochs=1, localisation_weight=1.0)
+                         class_names=("a", "b"), out=tmp_path / "n.pt", config=TrainingConfig(1, localisation_weight=1.0))
 
 
 def test_synthetic_crops_carry_their_lesion_masks_on_the_model_grid():
@@ -327,3 +327,15 @@ def test_lesion_centred_crops_hold_the_lesion():
             assert inside.any(), (seed, negative, low)
     with pytest.raises(TrainingError, match="need lesion masks"):
         lesion_centred_crops(TrainingData(images, torch.tensor([1, 0, 1, 0]), {}), (16, 12, 6), seed=0)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"epochs": 0}, "epochs, batch_size and lr must be positive"),
+    ({"batch_size": 0}, "epochs, batch_size and lr must be positive"),
+    ({"select_by": "accuracy"}, "select_by 'accuracy': expected one of loss, auc, auc\\+hit"),
+    ({"localisation_weight": -1.0}, "localisation_weight must not be negative"),
+], ids=["no-epochs", "empty-batch", "unknown-selection", "negative-weight"])
+def test_a_training_config_out_of_range_is_refused_before_any_work(options, message):
+    with pytest.raises(ConfigError, match=f"TrainingConfig: {message}"):
+        TrainingConfig(**options)
+

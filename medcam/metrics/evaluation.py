@@ -4,8 +4,7 @@ per case and summarised per method with 95% bootstrap confidence intervals (CheX
 from __future__ import annotations
 
 import csv
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,40 +15,22 @@ from medcam.explanation import as_model, explain
 from medcam.metrics.faithfulness import deletion_insertion
 from medcam.metrics.localisation import localisation_scores
 from medcam.metrics.sanity import cascading_randomisation
+from medcam.models.explainable import class_index
+from medcam.progress import Progress, ProgressCallback
 from medcam.study import Study
 
-__all__ = ["synthetic_cases", "manifest_cases", "evaluate", "bootstrap_ci", "progress_line", "write_report"]
-
-
-def synthetic_cases(task_name: str, n: int, seed: int) -> Iterator[Study]:
-    """``n`` lesion-positive studies of a synthetic task drawn with ``seed``."""
-    from medcam.synthetic.tasks import get_task
-
-    task = get_task(task_name)
-    for index in range(n):
-        study, _ = task.matched_pair(index, seed)
-        yield study.to_study(f"{task_name}-{seed}-{index}")
-
-
-def manifest_cases(path: str | Path) -> Iterator[Study]:
-    """Cases from a CSV with columns ``image`` and, optionally, ``mask`` (a lesion mask on any
-    grid), ``label`` (a class name or index) and ``map`` (a map already written, e.g. ``cam.nii.gz``,
-    to score instead of computing one); paths relative to the CSV. A case without a label is
-    positive when it has a mask; lesion centres are the centroids of the mask's components."""
-    from medcam.cohort import cases_from_csv
-
-    yield from cases_from_csv(path)
+__all__ = ["EvaluationResult", "evaluate", "bootstrap_ci", "write_report"]
 
 
 def bootstrap_ci(values: Sequence[float], *, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Mean and its 95% percentile-bootstrap interval."""
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
+    array = np.asarray(values, dtype=float)
+    if array.size == 0:
         return float("nan"), float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(n_resamples, values.size))].mean(axis=1)
+    means = array[rng.integers(0, array.size, size=(n_resamples, array.size))].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
-    return float(values.mean()), float(low), float(high)
+    return float(array.mean()), float(low), float(high)
 
 
 @dataclass
@@ -67,11 +48,11 @@ class EvaluationResult:
         (None unless both negatives and positives were seen)."""
         from medcam.metrics.classification import roc_auc
 
-        first = {}
+        first: dict[str, dict] = {}
         for row in self.predictions:  # one prediction per case (every method predicts the same)
             first.setdefault(row["case_id"], row)
-        labels = np.array([row["positive"] for row in first.values()], dtype=bool)
-        scores = np.array([row["probability"] for row in first.values()], dtype=float)
+        labels = np.array([bool(row["positive"]) for row in first.values()])
+        scores = np.array([float(row["probability"]) for row in first.values()])
         if labels.all() or not labels.any() or np.isnan(scores).any():
             return None
         rng = np.random.default_rng(seed)
@@ -85,6 +66,9 @@ class EvaluationResult:
                 "positives": int(labels.sum())}
 
     def summary(self, *, gate: float = 0.5) -> list[dict]:
+        """One entry per method: each localisation and faithfulness score's mean with its 95%
+        bootstrap interval (``<score>_ci``), the hit rate of the cases whose probability reaches
+        ``gate``, and the randomisation check's first and last rank correlations."""
         out = []
         for method in dict.fromkeys(row["method"] for row in self.rows):
             rows = [row for row in self.rows if row["method"] == method]
@@ -145,19 +129,20 @@ def evaluate(
     steps: int = 20,
     baseline: str = "blur",
     randomisation_cases: int = 5,
-    target: int = 1,
+    target: int | str | None = None,
     layer: str | None = None,
     maps_on_file: bool = False,
     class_names: Sequence[str] | None = None,
     figures_dir: str | Path | None = None,
     figure_cases: int = 4,
     total: int | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> EvaluationResult:
     """Score every method on every case: the prediction on every case (classification AUC over
     negatives and positives), localisation and faithfulness on the positives that have a mask,
     and the randomisation check on the first ``randomisation_cases`` positives. Maps explain class
-    ``target`` (the lesion class) at ``layer`` (default: the model's). ``tolerance_mm`` dilates the
+    ``target`` (a name or an index; default: the last class, the lesion class of a "no lesion" /
+    "lesion" model) at ``layer`` (default: the model's). ``tolerance_mm`` dilates the
     mask for the tolerant hit, ``energy_tolerance_mm`` (default the same) for the dilated energy.
 
     With ``maps_on_file`` the maps already written (each case's ``map``) are scored instead, with the
@@ -168,15 +153,14 @@ def evaluate(
 
     With ``figures_dir``, the first ``figure_cases`` positives with a mask get one figure per
     method (``<case>_<method>.png``: the planes through the map's peak with the mask's contour).
-    ``progress`` gets a line per case: "case i of ``total``", its time and, with ``total``, an ETA.
+    ``progress`` gets a :class:`~medcam.progress.Progress` after each case ("evaluating", i of ``total``, its id).
     """
     model = None if maps_on_file and model is None else as_model(model)
     class_names = list(class_names if class_names is not None else model.class_names if model is not None else [])
+    target = max(len(class_names) - 1, 1) if target is None else class_index(class_names, target)
     result = EvaluationResult()
     randomised = figured = 0
-    began = time.perf_counter()
     for done, case in enumerate(cases, start=1):
-        start = time.perf_counter()
         try:
             mask = case.mask_on_image_grid()
             positive = _is_positive(case, mask, class_names, target)
@@ -197,17 +181,8 @@ def evaluate(
         finally:
             case.release()
         if progress is not None:
-            progress(progress_line(done, total, case.case_id, time.perf_counter() - start, time.perf_counter() - began))
+            progress(Progress("evaluating", done, total, "case", item=case.case_id))
     return result
-
-
-def progress_line(done: int, total: int | None, case_id: str, seconds: float, elapsed: float) -> str:
-    """``case 3 of 20 (id): 4.1 s, about 1 min 10 s left``: the ETA from the mean time so far."""
-    line = f"case {done}{f' of {total}' if total else ''} ({case_id}): {seconds:.1f} s"
-    if total and done < total:
-        left = round(elapsed / done * (total - done))
-        line += f", about {f'{left // 60} min ' if left >= 60 else ''}{left % 60} s left"
-    return line
 
 
 def _case_figure(figures: Path, case: Study, heatmap, mask, *, method: str, target_name: str, probability: float,
