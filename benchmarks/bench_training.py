@@ -84,13 +84,11 @@ def main() -> None:
                         help="folder for the cohort and checkpoints (default: a temporary one); a cohort written there before is reused")
     args = parser.parse_args()
 
-    from medcam.models import ClassifierConfig
-    from medcam.models.recipes import train_manifest
-    from medcam.transforms import PreprocessConfig
+    from medcam.models.recipes import manifest_configs, train_manifest
 
-    preprocess_config = PreprocessConfig(3, tuple(args.spacing), tuple(args.size), intensity="robust_zscore", window=None)
-    model_config = ClassifierConfig(3, channels=(16, 32, 64), convs_per_stage=(1, 2, 2), stem_stride=args.stem_stride,
-                                    pool_after=(True, False, False), fine_head=16)
+    # the command line's manifest model: stages of 16, 32, 64 channels, one pooling, the fine head
+    preprocess_config, model_config = manifest_configs(3, args.spacing, args.size, ("no lesion", "lesion"),
+                                                       intensity="robust_zscore", stem_stride=args.stem_stride)
     with tempfile.TemporaryDirectory(prefix="medcam-bench-training-") as scratch:
         work = args.work or Path(scratch)
         results = {}
