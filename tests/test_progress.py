@@ -50,3 +50,14 @@ def test_only_the_command_line_draws_progress_bars():
             if isinstance(node, ast.arg) and node.arg == "progress" and ast.unparse(node.annotation or ast.Constant(None)) == "bool":
                 flags.append(where)
     assert importing == [] and flags == []
+
+
+def test_the_command_line_draws_a_bar_per_task(capsys):
+    from medcam.cli import _Bars
+
+    bars = _Bars()
+    for report in (Progress("epoch 1/2", 1, 2, "batch"), Progress("epoch 1/2", 2, 2, "batch"), Progress("epoch 2/2", 1, 2, "batch")):
+        bars(report)
+    bars.close()
+    drawn = capsys.readouterr().err
+    assert "epoch 1/2" in drawn and "2/2" in drawn and "epoch 2/2" in drawn and "batch" in drawn
