@@ -1,8 +1,8 @@
 """Where a cohort's cases come from: a folder of studies, a CSV that lists them, a synthetic task;
 and which of them one process runs (a part of a sharded run).
 
-Every reader returns :class:`~medcam.study.Study` objects that are not read yet: a case that
-cannot be read fails on its own, where it is explained.
+The folder and CSV readers return :class:`~medcam.study.Study` objects that are not read yet: a
+case that cannot be read fails on its own, where it is explained.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Cases run in this process one after another, side by side in ``workers`` worker 
 (:mod:`medcam.workers`: spawned, each holding the model once), or on the caller's executor (a
 Dask ``distributed.Client`` included: :mod:`medcam.cluster`). Each case is written on its own;
 this process keeps the manifest as results come in. A cohort can also be cut into parts
-(:func:`medcam.cases.shard`) run by independent processes or machines, each with its own manifest. A case that
-fails is recorded with its error and the run goes on.
+(:func:`medcam.cases.shard`) run by independent processes or machines, each with its own manifest.
+A case that fails is recorded with its error and the run goes on.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from concurrent.futures import Executor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from medcam.cases import shard
 from medcam.errors import MedcamError
@@ -219,8 +219,9 @@ def run_cohort(
     todo = [case for case in cases if force or not _complete(
         rows.get(case.case_id), request, completion_marker(out / case.case_id, output_name(method)))]
     skipped = len(cases) - len(todo)
-    options: dict[str, Any] = dict(method=method, formats=tuple(formats), deterministic_uids=deterministic_uids, overwrite=True, layer=layer,
-                   fc_layer=fc_layer, allow_modality_mismatch=allow_modality_mismatch, target=target, threshold=threshold)
+    options: dict[str, Any] = dict(
+        method=method, formats=tuple(formats), deterministic_uids=deterministic_uids, overwrite=True, layer=layer,
+        fc_layer=fc_layer, allow_modality_mismatch=allow_modality_mismatch, target=target, threshold=threshold)
     start = time.perf_counter()
 
     def save() -> None:
@@ -289,12 +290,12 @@ def _run_on_executor(todo: Sequence[Study], model: ExplainableModel, out: Path, 
     from medcam.workers import model_handle
 
     handle = model_handle(model)
-    if isinstance(executor, Executor):
-        pool = executor
-    else:  # a distributed.Client: its workers load the model once each; the tasks carry only its key
+    pool: Any = executor  # anything with submit() that returns concurrent futures
+    if hasattr(executor, "get_executor") and hasattr(executor, "register_plugin"):
+        # a distributed.Client: its workers load the model once each; the tasks carry only its key
         from medcam.cluster import cluster_executor
 
-        pool, handle = cluster_executor(executor, handle), handle.light()
+        pool, handle = cluster_executor(cast("Client", executor), handle), handle.light()
     futures = {pool.submit(_case_task, handle, case, out, options): case for case in todo}
     for future in as_completed(futures):
         try:
