@@ -145,6 +145,34 @@ def test_parametric_map_and_seg_of_an_enhanced_multiframe_source_reference_its_f
     assert sorted(numbers) == sorted(slice_of_frame)
 
 
+def test_frames_are_matched_to_their_source_slices_by_position_and_reference(tmp_path, oblique_series):
+    """What highdicom builds is checked, not trusted: a frame at no source slice's position, or one
+    that references another image than the slice there, is an error."""
+    from medcam.export.source_planes import frame_source_indices, source_planes
+
+    series, heatmap, _ = oblique_series
+    planes = source_planes(series, heatmap, "Parametric Map")
+    pm = pydicom.dcmread(write_parametric_map(heatmap, series, tmp_path / "pm.dcm"), stop_before_pixels=True)
+    order = frame_source_indices(pm, planes)
+    assert sorted(order) == list(range(14))
+    along = [float(np.dot([float(v) for v in planes[k].position], np.cross(*np.reshape([float(v) for v in planes[0].orientation], (2, 3)))))
+             for k in order]
+    assert np.all(np.diff(along) > 0)  # the file's frames ascend along the normal
+    reference = pm.PerFrameFunctionalGroupsSequence[3].DerivationImageSequence[0].SourceImageSequence[0]
+    reference.ReferencedSOPInstanceUID = planes[order[4]].dataset.SOPInstanceUID
+    with pytest.raises(ExportError, match="frame 4 does not reference its source slice"):
+        frame_source_indices(pm, planes)
+    pm.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0].ImagePositionPatient = [0.0, 0.0, 1e4]
+    with pytest.raises(ExportError, match=r"frame 1 at \[0.0, 0.0, 10000.0\] matches no source slice"):
+        frame_source_indices(pm, planes)
+
+
+def test_a_segmentation_needs_a_threshold(tmp_path, oblique_series):
+    series, heatmap, _ = oblique_series
+    with pytest.raises(ExportError, match="Segmentation: a threshold is needed"):
+        write_segmentation(heatmap, series, tmp_path / "seg.dcm", threshold=None)
+
+
 def test_secondary_capture_series_copies_geometry_strings(tmp_path, oblique_series, dciodvfy):
     series, heatmap, centre = oblique_series
     from matplotlib import colormaps
