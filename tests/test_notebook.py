@@ -27,7 +27,7 @@ def test_case_review_notebook_executes_and_shows_the_case(tmp_path):
     # (beside the event loops and clients of earlier tests), the client sat idle beside an idle kernel
     # for about ten minutes in some full runs (never when the test ran alone), then went on
     executed = tmp_path / "executed.ipynb"
-    env = {**os.environ, "MEDCAM_SAMPLE_DATA": str(ROOT / "sample_data")}
+    env = {**{k: v for k, v in os.environ.items() if k != "MEDCAM_OUTPUT"}, "MEDCAM_SAMPLE_DATA": str(ROOT / "sample_data")}
     run = subprocess.run([sys.executable, "-c", EXECUTE, str(ROOT / "notebooks" / "case_review.ipynb"), str(executed), str(tmp_path)],
                          env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -48,5 +48,7 @@ def test_case_review_notebook_executes_and_shows_the_case(tmp_path):
     assert "static slices shown: 5" in text
     for fmt in ("nifti", "pm", "sc", "seg", "sr", "png"):
         assert re.search(rf"^{fmt}\s+\S", text, re.M), fmt
+    written = tmp_path / "case_review_out" / "ct_lesion"  # in the folder the notebook ran in, not a temporary one left behind
+    assert (written / "cam_pm.dcm").is_file() and (written / "cam_sr.dcm").is_file() and len(list((written / "cam_sc").iterdir())) > 1
     images = [o for cell in notebook.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 3  # tri-planar, slice montage, methods side by side
