@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 __all__ = ["to_source_grid"]
 
 
-def to_source_grid(cam_map: np.ndarray | torch.Tensor, model_tensor: MetaTensor, source: ImageGeometry, *, fill: float = 0.0) -> Volume:
+def to_source_grid(
+    cam_map: np.ndarray | torch.Tensor, model_tensor: MetaTensor, source: ImageGeometry, *, fill: float = 0.0
+) -> Volume:
     """Sample a model-grid map at every voxel centre of ``source``.
 
     Parameters

@@ -134,7 +134,8 @@ def part_from_environment(
         if num_parts is None or part_id is None:
             raise MedcamError("--num-parts and --part-id go together")
         return num_parts, part_id
-    for count, index, first in (("WORLD_SIZE", "RANK", None), ("SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN")):
+    variables = (("WORLD_SIZE", "RANK", None), ("SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN"))
+    for count, index, first in variables:
         if environ.get(count) and environ.get(index):
             try:
                 offset = int(environ.get(first) or 0) if first else 0  # SLURM array ids may start anywhere

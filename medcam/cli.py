@@ -234,9 +234,9 @@ def _cohort(args: argparse.Namespace, model, cases, roots=()) -> int:
         raise MedcamError("--workers and --scheduler: choose one (a Dask cluster has its own workers)")
     gc.freeze()  # an application's choice: what is imported and loaded by now is never collected
     options = dict(method=args.method, formats=_parse_formats(args.formats), workers=args.workers, num_parts=num_parts,
-                   part_id=part_id, force=args.force, deterministic_uids=args.deterministic_uids, input_roots=roots, log=log, layer=args.layer, fc_layer=args.fc_layer,
-                   allow_modality_mismatch=args.allow_modality_mismatch, target=args.target, threshold=args.threshold,
-                   send_to=args.send, calling_aet=args.calling_aet)
+                   part_id=part_id, force=args.force, deterministic_uids=args.deterministic_uids, input_roots=roots, log=log,
+                   layer=args.layer, fc_layer=args.fc_layer, allow_modality_mismatch=args.allow_modality_mismatch,
+                   target=args.target, threshold=args.threshold, send_to=args.send, calling_aet=args.calling_aet)
     if scheduler:
         try:
             from medcam.cluster import cluster_client

@@ -413,7 +413,8 @@ def _epoch_order(train: TrainingData, ranks, seed: int, epoch: int, generator: t
         from torch.utils.data import Dataset, DistributedSampler
 
         # a range is a map-style dataset of its own indices (len and [])
-        sampler: DistributedSampler[int] = DistributedSampler(cast("Dataset[int]", range(units)), num_replicas=ranks.world, rank=ranks.rank, shuffle=True, seed=seed)
+        sampler: DistributedSampler[int] = DistributedSampler(
+            cast("Dataset[int]", range(units)), num_replicas=ranks.world, rank=ranks.rank, shuffle=True, seed=seed)
         sampler.set_epoch(epoch)
         chosen = torch.tensor(list(sampler), dtype=torch.int64)
     else:
