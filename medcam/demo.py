@@ -12,11 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from medcam.errors import MedcamError
 from medcam.explanation import Explanation, explain
 from medcam.export.case import CaseOutputs
+from medcam.metrics.localisation import peak_distance_mm
 
 __all__ = ["DemoCase", "DEMO_FORMATS", "sample_data_root", "run_demo"]
 
@@ -72,5 +71,5 @@ def run_demo(out: str | Path, *, data: str | Path | None = None) -> Iterator[Dem
         case_out = Path(out) / row["case"]
         outputs = explanation.save(case_out, formats=DEMO_FORMATS, deterministic_uids=True, overwrite=True)
         centres = study.lesion_centres_ras
-        distance = float(np.linalg.norm(centres - explanation.peak_ras, axis=1).min()) if len(centres) else None
+        distance = peak_distance_mm(explanation.heatmap, centres) if len(centres) else None
         yield DemoCase(row["case"], "lesion" if row["label"] == "1" else "none", explanation, outputs, case_out, distance)

@@ -59,7 +59,7 @@ def source_planes(series: DicomSeries, heatmap: Volume, what: str) -> list[Sourc
                 f"{what}: the source ({ds.get('Modality', '?')}) has no ImagePositionPatient/ImageOrientationPatient/PixelSpacing; "
                 "it cannot be placed in patient space (the Secondary Capture, NIfTI and PNG outputs can)"
             )
-        thickness = measures.get("SliceThickness") if measures is not None else None
+        thickness = measures.get("SliceThickness")
         planes.append(
             SourcePlane(
                 dataset=ds,
